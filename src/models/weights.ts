@@ -1,0 +1,96 @@
+/**
+ * Binding checkpoint tensors to graph initializers, by their diffusers state-dict names.
+ *
+ *   const p = new Params(weights).at("down_blocks.0.resnets.0");
+ *   const w = p.get(g, "conv1.weight", [320, 320, 3, 3]);   // checked against the checkpoint's shape
+ *
+ * Small checkpoints are embedded in the model protobuf. Large ones (over `externalThreshold` bytes) stay in
+ * their safetensors files and ONNX Runtime reads them directly (ONNX external data); F16/BF16 weights are then
+ * cast to float32 inside the graph.
+ */
+import { AtedmError } from "../errors.js";
+import type { DType, GraphBuilder, Value } from "../graph/builder.js";
+import type { WeightStore } from "../io/safetensors.js";
+
+const EXTERNAL_DTYPE: Record<string, DType> = { F32: "float32", F16: "float16", BF16: "bfloat16" };
+
+export interface WeightsOptions {
+  /** Keep weights in their files (ONNX external data) when the checkpoint is larger than this. Default 1 GiB. */
+  externalThreshold?: number;
+}
+
+export class Weights {
+  readonly external: boolean;
+  /** The value each weight already has in each graph (a weight used twice is bound once). */
+  private readonly bound = new WeakMap<GraphBuilder, Map<string, Value>>();
+  constructor(
+    readonly store: WeightStore,
+    options: WeightsOptions = {},
+  ) {
+    let total = 0;
+    for (const k of store.keys()) total += store.info(k).byteLength;
+    this.external = total > (options.externalThreshold ?? 2 ** 30);
+  }
+
+  has(name: string): boolean {
+    return this.store.has(name);
+  }
+
+  shape(name: string): number[] {
+    return this.store.info(name).shape;
+  }
+
+  /** Add tensor `name` to graph `g` as a float32 value, checking its shape when `shape` is given. */
+  param(g: GraphBuilder, name: string, shape?: readonly number[]): Value {
+    const info = this.store.info(name);
+    if (shape && (shape.length !== info.shape.length || shape.some((d, i) => d !== info.shape[i]))) {
+      throw new AtedmError(`${info.file}: tensor '${name}' has shape [${info.shape}], expected [${shape}]`);
+    }
+    let bound = this.bound.get(g);
+    if (!bound) this.bound.set(g, (bound = new Map()));
+    let v = bound.get(name);
+    if (!v) bound.set(name, (v = this.bind(g, name)));
+    return v;
+  }
+
+  private bind(g: GraphBuilder, name: string): Value {
+    const info = this.store.info(name);
+    const key = `w:${name}`;
+    if (this.external && info.dtype in EXTERNAL_DTYPE) {
+      const dtype = EXTERNAL_DTYPE[info.dtype]!;
+      const ext = { file: info.file, offset: info.offset, length: info.byteLength };
+      if (dtype === "float32") return g.initializer(key, { dtype, dims: info.shape, external: ext });
+      const raw = g.initializer(`${key}:raw`, { dtype, dims: info.shape, external: ext });
+      return g.op("Cast", [raw], { to: 1 });
+    }
+    return g.initializer(key, { dtype: "float32", dims: info.shape, data: this.store.readF32(name) });
+  }
+}
+
+/** A view of the weights under a module path prefix, e.g. `down_blocks.1.attentions.0`. */
+export class Params {
+  constructor(
+    readonly weights: Weights,
+    readonly prefix = "",
+  ) {}
+
+  at(sub: string | number): Params {
+    return new Params(this.weights, this.path(String(sub)));
+  }
+
+  path(name: string): string {
+    return this.prefix ? `${this.prefix}.${name}` : name;
+  }
+
+  has(name: string): boolean {
+    return this.weights.has(this.path(name));
+  }
+
+  shape(name: string): number[] {
+    return this.weights.shape(this.path(name));
+  }
+
+  get(g: GraphBuilder, name: string, shape?: readonly number[]): Value {
+    return this.weights.param(g, this.path(name), shape);
+  }
+}
