@@ -101,6 +101,8 @@ export interface AttentionResult {
  * Scaled dot-product attention of q (B, N, C) over k, v (B, L, C) with `heads` heads.
  * `explicitProbs` computes the probabilities as a tensor (MatMul, Softmax, MatMul) so they can be returned and
  * reused (AT-EDM's G-WPR); otherwise ONNX Runtime's fused MultiHeadAttention kernel is used.
+ * `mask` is an optional additive float mask broadcastable to (B, heads, N, L), added to the scaled scores
+ * before the softmax (e.g. CLIP's causal mask: 0 on and below the diagonal, float32 min above).
  */
 export function attention(
   g: GraphBuilder,
@@ -109,17 +111,20 @@ export function attention(
   v: Value,
   heads: number,
   headDim: number,
-  options: { explicitProbs?: boolean } = {},
+  options: { explicitProbs?: boolean; mask?: Value } = {},
 ): AttentionResult {
   const scale = 1 / Math.sqrt(headDim);
   if (!options.explicitProbs) {
-    const out = g.op("MultiHeadAttention", [q, k, v], { num_heads: heads, scale: float(scale) }, "com.microsoft");
+    // MultiHeadAttention inputs: query, key, value, bias, key_padding_mask, attention_bias.
+    const inputs = options.mask ? [q, k, v, null, null, options.mask] : [q, k, v];
+    const out = g.op("MultiHeadAttention", inputs, { num_heads: heads, scale: float(scale) }, "com.microsoft");
     return { out };
   }
   const qh = splitHeads(g, q, heads);
   const kt = g.op("Transpose", [g.op("Reshape", [k, g.ints([0, 0, heads, -1])])], { perm: [0, 2, 3, 1] });
   const vh = splitHeads(g, v, heads);
-  const scores = g.op("Mul", [g.op("MatMul", [qh, kt]), g.constant(scale)]);
+  const scaled = g.op("Mul", [g.op("MatMul", [qh, kt]), g.constant(scale)]);
+  const scores = options.mask ? g.op("Add", [scaled, options.mask]) : scaled;
   const probs = g.op("Softmax", [scores], { axis: -1 });
   return { out: mergeHeads(g, g.op("MatMul", [probs, vh])), probs };
 }
