@@ -1,0 +1,341 @@
+/**
+ * The decoder half of AutoencoderKL (diffusers) as one ONNX graph: latents -> image. Built from the VAE's
+ * `config.json` and named after its state dict (`decoder.up_blocks.1.resnets.0.conv1.weight`), in the style of
+ * the U-Net (src/models/unet.ts).
+ *
+ *   post_quant_conv (1x1) -> decoder.conv_in -> decoder.mid_block (resnet, attention, resnet)
+ *   -> decoder.up_blocks (layers_per_block + 1 resnets each, x2 nearest upsampler except the last)
+ *   -> conv_norm_out -> SiLU -> conv_out
+ *
+ * Every GroupNorm of the VAE uses eps 1e-6. The resnets have no time embedding. The mid-block attention is
+ * single-head over all H*W positions, with q/k/v biases, its own GroupNorm and a residual. Old SD-1.x
+ * checkpoints name its projections `query/key/value/proj_attn` (instead of `to_q/to_k/to_v/to_out.0`) and may
+ * store them as 1x1 convs ([C, C, 1, 1]); both are accepted, as diffusers' loader does.
+ *
+ * Graph input: `latent_sample` (B, latent_channels, h, w), already scaled as diffusers' `vae.decode(z)` expects
+ * (z = latents / scaling_factor + shift_factor). Output: `sample` (B, out_channels, 8h, 8w) for the usual
+ * 4-level VAE, before any postprocessing. Batch, h and w are symbolic.
+ */
+import { AtedmError } from "../errors.js";
+import { GraphBuilder, type Value } from "../graph/builder.js";
+import { componentConfig, componentWeights } from "../io/diffusers.js";
+import { f32, type Runtime, type Session } from "../runtime/session.js";
+import { attention, conv2d, groupNorm, silu } from "./layers.js";
+import { Params, Weights } from "./weights.js";
+
+export interface VAEConfig {
+  in_channels: number;
+  out_channels: number;
+  latent_channels: number;
+  block_out_channels: number[];
+  up_block_types: string[];
+  layers_per_block: number;
+  norm_num_groups: number;
+  act_fn: string;
+  mid_block_add_attention: boolean;
+  use_post_quant_conv: boolean;
+  sample_size: number;
+  /** The pipeline decodes `latents / scaling_factor + shift_factor`. */
+  scaling_factor: number;
+  /** null in the config means 0. */
+  shift_factor: number;
+  /** Per-channel latent statistics (SD-XL-style pipelines decode `latents * std / scaling_factor + mean`). */
+  latents_mean: number[] | null;
+  latents_std: number[] | null;
+  /** The VAE must run in float32 even when the rest runs in float16 (this implementation is float32 anyway). */
+  force_upcast: boolean;
+}
+
+/** Epsilon of every GroupNorm in AutoencoderKL (hard-coded in diffusers, not in the config). */
+export const VAE_NORM_EPS = 1e-6;
+
+/** Normalise a diffusers AutoencoderKL config.json, rejecting what this implementation does not cover. */
+export function resolveVAEConfig(raw: Record<string, unknown>, source = "vae/config.json"): VAEConfig {
+  const bad = (key: string, why: string): never => {
+    throw new AtedmError(`${source}: ${key} = ${JSON.stringify(raw[key])} is not supported (${why})`);
+  };
+  const get = <T>(key: string, dflt: T): T => (raw[key] === undefined || raw[key] === null ? dflt : (raw[key] as T));
+  const posInt = (key: string, dflt: number): number => {
+    const v = get<unknown>(key, dflt);
+    if (typeof v !== "number" || !Number.isInteger(v) || v < 1) return bad(key, "expected a positive integer");
+    return v;
+  };
+  const finite = (key: string, dflt: number): number => {
+    const v = get<unknown>(key, dflt);
+    if (typeof v !== "number" || !Number.isFinite(v)) return bad(key, "expected a number");
+    return v;
+  };
+  const flag = (key: string, dflt: boolean): boolean => {
+    const v = get<unknown>(key, dflt);
+    if (typeof v !== "boolean") return bad(key, "expected true or false");
+    return v;
+  };
+
+  const cls = raw._class_name;
+  if (cls !== undefined && cls !== "AutoencoderKL") bad("_class_name", "only AutoencoderKL");
+  const blockOut = get<unknown>("block_out_channels", [64]);
+  if (!Array.isArray(blockOut) || blockOut.length === 0 || !blockOut.every((c) => Number.isInteger(c) && c > 0)) {
+    bad("block_out_channels", "expected a non-empty list of positive integers");
+  }
+  const channels = blockOut as number[];
+  const n = channels.length;
+  const upTypes = get<unknown>("up_block_types", new Array(n).fill("UpDecoderBlock2D"));
+  if (!Array.isArray(upTypes) || upTypes.length !== n) bad("up_block_types", `expected ${n} entries, one per block_out_channels`);
+  for (const t of upTypes as unknown[]) if (t !== "UpDecoderBlock2D") bad("up_block_types", `only UpDecoderBlock2D, got '${t}'`);
+  const groups = posInt("norm_num_groups", 32);
+  for (const c of channels) {
+    if (c % groups !== 0) bad("block_out_channels", `${c} channels are not divisible by norm_num_groups ${groups}`);
+  }
+  const actFn = get<unknown>("act_fn", "silu");
+  if (actFn !== "silu" && actFn !== "swish") bad("act_fn", "only silu");
+  const normType = get<unknown>("norm_type", "group");
+  if (normType !== "group") bad("norm_type", "only 'group'");
+  const scaling = finite("scaling_factor", 0.18215);
+  if (scaling === 0) bad("scaling_factor", "must be non-zero");
+  const latentChannels = posInt("latent_channels", 4);
+  const perChannel = (key: string): number[] | null => {
+    const v = get<unknown>(key, null);
+    if (v === null) return null;
+    if (!Array.isArray(v) || v.length !== latentChannels || !v.every((x) => typeof x === "number" && Number.isFinite(x))) {
+      return bad(key, `expected null or a list of ${latentChannels} numbers`);
+    }
+    return v as number[];
+  };
+  const latentsMean = perChannel("latents_mean");
+  const latentsStd = perChannel("latents_std");
+  return {
+    in_channels: posInt("in_channels", 3),
+    out_channels: posInt("out_channels", 3),
+    latent_channels: latentChannels,
+    block_out_channels: channels.slice(),
+    up_block_types: (upTypes as string[]).slice(),
+    layers_per_block: posInt("layers_per_block", 1),
+    norm_num_groups: groups,
+    act_fn: actFn as string,
+    mid_block_add_attention: flag("mid_block_add_attention", true),
+    use_post_quant_conv: flag("use_post_quant_conv", true),
+    sample_size: posInt("sample_size", 32),
+    scaling_factor: scaling,
+    shift_factor: finite("shift_factor", 0),
+    // diffusers only applies them when both are given.
+    latents_mean: latentsMean && latentsStd ? latentsMean : null,
+    latents_std: latentsMean && latentsStd ? latentsStd : null,
+    force_upcast: flag("force_upcast", true),
+  };
+}
+
+export interface VAEGraphOptions {
+  /** Intermediates to expose as extra outputs: `inter.post_quant_conv`, `inter.decoder.conv_in`,
+   *  `inter.decoder.mid_block`, `inter.decoder.up_blocks.<i>`. */
+  taps?: readonly string[];
+}
+
+/** Modern and legacy (pre-0.14 diffusers, old SD-1.x checkpoints) names of the mid-block attention projections. */
+const ATTN_NAMES = [
+  ["to_q", "query"],
+  ["to_k", "key"],
+  ["to_v", "value"],
+  ["to_out.0", "proj_attn"],
+] as const;
+
+function checkShape(p: Params, name: string, expected: readonly number[]): void {
+  const shape = p.shape(name);
+  if (shape.length !== expected.length || shape.some((d, i) => d !== expected[i])) {
+    throw new AtedmError(`${p.weights.store.source}: tensor '${p.path(name)}' has shape [${shape}], expected [${expected}]`);
+  }
+}
+
+/** Build the VAE decoder graph (post_quant_conv included). */
+export function buildVAEDecoderGraph(cfg: VAEConfig, weights: Weights, options: VAEGraphOptions = {}): GraphBuilder {
+  const g = new GraphBuilder("vae_decoder");
+  const P = new Params(weights);
+  const D = P.at("decoder");
+  const eps = VAE_NORM_EPS;
+  const groups = cfg.norm_num_groups;
+  const taps = new Map<string, Value>();
+  const tap = (name: string, v: Value) => {
+    if (options.taps?.includes(name)) taps.set(name, v);
+  };
+
+  const conv = (p: Params, x: Value, out: number, inp: number, k: number): Value => {
+    checkShape(p, "weight", [out, inp, k, k]);
+    return conv2d(g, p, x);
+  };
+
+  const resnet = (p: Params, x: Value, inCh: number, outCh: number): Value =>
+    g.scope(p.prefix, () => {
+      let h = silu(g, groupNorm(g, p.at("norm1"), x, groups, eps));
+      h = conv(p.at("conv1"), h, outCh, inCh, 3);
+      h = silu(g, groupNorm(g, p.at("norm2"), h, groups, eps));
+      h = conv(p.at("conv2"), h, outCh, outCh, 3);
+      let shortcut = x;
+      if (p.has("conv_shortcut.weight")) shortcut = conv(p.at("conv_shortcut"), x, outCh, inCh, 1);
+      else if (inCh !== outCh) throw new AtedmError(`${weights.store.source}: missing tensor '${p.path("conv_shortcut.weight")}'`);
+      return g.op("Add", [shortcut, h]);
+    });
+
+  /** One attention projection on tokens (B, N, C): a Linear, stored as [C, C] or as a 1x1 conv [C, C, 1, 1]. */
+  const projection = (p: Params, names: readonly [string, string], t: Value, c: number): Value => {
+    const name = names.find((nm) => p.has(`${nm}.weight`));
+    if (!name) throw new AtedmError(`${weights.store.source}: missing tensor '${p.path(`${names[0]}.weight`)}' (or legacy '${p.path(`${names[1]}.weight`)}')`);
+    const q = p.at(name);
+    const shape = q.shape("weight");
+    let w: Value;
+    if (shape.length === 4) {
+      checkShape(q, "weight", [c, c, 1, 1]);
+      w = g.op("Reshape", [q.get(g, "weight"), g.ints([c, c])]);
+    } else {
+      checkShape(q, "weight", [c, c]);
+      w = q.get(g, "weight");
+    }
+    const y = g.op("MatMul", [t, g.op("Transpose", [w], { perm: [1, 0] })]);
+    if (!q.has("bias")) return y;
+    checkShape(q, "bias", [c]);
+    return g.op("Add", [y, q.get(g, "bias")]);
+  };
+
+  const midAttention = (p: Params, x: Value, c: number): Value =>
+    g.scope(p.prefix, () => {
+      const shape = g.op("Shape", [x]);
+      const normed = groupNorm(g, p.at("group_norm"), x, groups, eps);
+      // (B, C, H, W) -> (B, H*W, C)
+      const tokens = g.op("Transpose", [g.op("Reshape", [normed, g.ints([0, 0, -1])])], { perm: [0, 2, 1] });
+      const [q, k, v, o] = ATTN_NAMES;
+      // Single head: head_dim = C, scale 1/sqrt(C).
+      const r = attention(g, projection(p, q, tokens, c), projection(p, k, tokens, c), projection(p, v, tokens, c), 1, c, {
+        explicitProbs: false,
+      });
+      const out = projection(p, o, r.out, c);
+      const spatial = g.op("Reshape", [g.op("Transpose", [out], { perm: [0, 2, 1] }), shape]);
+      return g.op("Add", [spatial, x]);
+    });
+
+  const channels = cfg.block_out_channels;
+  const n = channels.length;
+  const top = channels[n - 1]!;
+
+  let h: Value = g.input("latent_sample", "float32", ["batch", cfg.latent_channels, "height", "width"]);
+  if (cfg.use_post_quant_conv) {
+    h = conv(P.at("post_quant_conv"), h, cfg.latent_channels, cfg.latent_channels, 1);
+  }
+  tap("inter.post_quant_conv", h);
+  h = conv(D.at("conv_in"), h, top, cfg.latent_channels, 3);
+  tap("inter.decoder.conv_in", h);
+
+  h = resnet(D.at("mid_block.resnets.0"), h, top, top);
+  if (cfg.mid_block_add_attention) h = midAttention(D.at("mid_block.attentions.0"), h, top);
+  h = resnet(D.at("mid_block.resnets.1"), h, top, top);
+  tap("inter.decoder.mid_block", h);
+
+  const reversed = channels.slice().reverse();
+  let ch = top;
+  reversed.forEach((outCh, i) => {
+    const b = D.at(`up_blocks.${i}`);
+    for (let j = 0; j <= cfg.layers_per_block; j++) {
+      h = resnet(b.at(`resnets.${j}`), h, ch, outCh);
+      ch = outCh;
+    }
+    if (i < n - 1) {
+      h = g.scope(b.prefix, () => {
+        const up = g.op("Resize", [h, null, g.constant([1, 1, 2, 2])], {
+          mode: "nearest",
+          coordinate_transformation_mode: "asymmetric",
+          nearest_mode: "floor",
+        });
+        return conv(b.at("upsamplers.0.conv"), up, ch, ch, 3);
+      });
+    }
+    tap(`inter.decoder.up_blocks.${i}`, h);
+  });
+
+  h = silu(g, groupNorm(g, D.at("conv_norm_out"), h, groups, eps));
+  h = conv(D.at("conv_out"), h, cfg.out_channels, ch, 3);
+  g.output(h, "sample");
+  for (const name of options.taps ?? []) {
+    const v = taps.get(name);
+    if (!v) throw new Error(`unknown tap '${name}'`);
+    g.output(v, name);
+  }
+  return g;
+}
+
+export interface DecodedSample {
+  data: Float32Array;
+  dims: number[];
+}
+
+/** A ready-to-run VAE decoder: a session over the decoder graph plus the latent scaling of the config. */
+export class VAEDecoder {
+  readonly scalingFactor: number;
+  readonly shiftFactor: number;
+
+  private constructor(
+    readonly config: VAEConfig,
+    private readonly session: Session,
+  ) {
+    this.scalingFactor = config.scaling_factor;
+    this.shiftFactor = config.shift_factor;
+  }
+
+  /** Load `<dir>/vae` (config.json + weights) and compile the decoder. */
+  static async load(dir: string, runtime: Runtime): Promise<VAEDecoder> {
+    const cfg = resolveVAEConfig(componentConfig(dir, "vae"), `${dir}/vae/config.json`);
+    const weights = new Weights(componentWeights(dir, "vae"));
+    const graph = buildVAEDecoderGraph(cfg, weights);
+    return new VAEDecoder(cfg, await runtime.session(graph));
+  }
+
+  /**
+   * Decode latents in UNet space (B, latent_channels, h, w): z = latents / scaling_factor + shift_factor
+   * (or latents * std / scaling_factor + mean with per-channel statistics), then the decoder. Returns the raw
+   * decoder sample (B, out_channels, 8h, 8w), range about [-1, 1], not clamped.
+   */
+  async decode(latents: Float32Array, dims: readonly number[]): Promise<DecodedSample> {
+    const c = this.config.latent_channels;
+    if (dims.length !== 4 || dims[1] !== c || dims.some((d) => !Number.isInteger(d) || d < 1)) {
+      throw new AtedmError(`VAE decode: latents must have shape [B, ${c}, h, w], got [${dims}]`);
+    }
+    const count = dims.reduce((a, b) => a * b, 1);
+    if (latents.length !== count) throw new AtedmError(`VAE decode: ${latents.length} values for shape [${dims}]`);
+    const plane = dims[2]! * dims[3]!;
+    const z = new Float32Array(count);
+    const sf = Math.fround(this.scalingFactor);
+    const { latents_mean: mean, latents_std: std } = this.config;
+    for (let i = 0; i < count; i++) {
+      const ch = Math.floor(i / plane) % c;
+      if (mean && std) {
+        // torch: latents * std / scaling_factor + mean, each op in float32.
+        z[i] = Math.fround(Math.fround(Math.fround(latents[i]! * Math.fround(std[ch]!)) / sf) + Math.fround(mean[ch]!));
+      } else {
+        const scaled = Math.fround(latents[i]! / sf);
+        z[i] = this.shiftFactor === 0 ? scaled : Math.fround(scaled + Math.fround(this.shiftFactor));
+      }
+    }
+    const out = await this.session.run({ latent_sample: f32(z, dims) }, ["sample"]);
+    const t = out.sample!;
+    return { data: t.data as Float32Array, dims: [...t.dims] };
+  }
+
+  async release(): Promise<void> {
+    await this.session.release();
+  }
+}
+
+/** diffusers' `output_type="np"` postprocess: clamp(x / 2 + 0.5, 0, 1), NCHW -> NHWC, float32. */
+export function toImageNHWC(sample: { data: ArrayLike<number>; dims: readonly number[] }): DecodedSample {
+  if (sample.dims.length !== 4) throw new AtedmError(`toImageNHWC: expected an NCHW tensor, got shape [${sample.dims}]`);
+  const [b, c, h, w] = sample.dims as [number, number, number, number];
+  if (sample.data.length !== b * c * h * w) throw new AtedmError(`toImageNHWC: ${sample.data.length} values for shape [${sample.dims}]`);
+  const out = new Float32Array(b * h * w * c);
+  const plane = h * w;
+  for (let n = 0; n < b; n++) {
+    for (let ch = 0; ch < c; ch++) {
+      const src = (n * c + ch) * plane;
+      for (let p = 0; p < plane; p++) {
+        const v = Math.fround(sample.data[src + p]! / 2 + 0.5);
+        out[(n * plane + p) * c + ch] = v < 0 ? 0 : v > 1 ? 1 : v; // NaN passes through, as torch.clamp does
+      }
+    }
+  }
+  return { data: out, dims: [b, h, w, c] };
+}
