@@ -179,6 +179,8 @@ export interface TransformerLayer {
   attn1(h: Value, options?: { explicitProbs?: boolean }): AttentionResult;
   norm2(x: Value): Value;
   attn2(h: Value): Value;
+  /** Cross-attention computing its probabilities explicitly, (B, heads, N, L). */
+  attn2Explicit(h: Value): AttentionResult;
   norm3(x: Value): Value;
   ff(h: Value): Value;
 }
@@ -196,7 +198,7 @@ export interface TransformerContext {
   /** proj_out on any token set (B, *, C). */
   projOut(x: Value): Value;
   /** Record a named intermediate (made a graph output when requested). */
-  tap(name: string, v: Value): void;
+  tap(name: string, v: Value, dtype?: "float32" | "int64"): void;
 }
 
 /** Runs the layers of one attention block and returns the dense (B, N, C) output of proj_out. */
@@ -252,9 +254,9 @@ function timestepEmbedding(g: GraphBuilder, t: Value, dim: number, flip: boolean
 export function buildUNetGraph(cfg: UNetConfig, weights: Weights, options: UNetGraphOptions = {}): GraphBuilder {
   const g = new GraphBuilder("unet");
   const P = new Params(weights);
-  const taps = new Map<string, Value>();
-  const tap = (name: string, v: Value) => {
-    if (options.taps?.includes(name)) taps.set(name, v);
+  const taps = new Map<string, { v: Value; dtype: "float32" | "int64" }>();
+  const tap = (name: string, v: Value, dtype: "float32" | "int64" = "float32") => {
+    if (options.taps?.includes(name)) taps.set(name, { v, dtype });
   };
   const act = (x: Value) => (cfg.act_fn === "silu" || cfg.act_fn === "swish" ? silu(g, x) : gelu(g, x));
   if (!["silu", "swish", "gelu"].includes(cfg.act_fn)) throw new AtedmError(`unet/config.json: act_fn '${cfg.act_fn}' not supported`);
@@ -324,6 +326,11 @@ export function buildUNetGraph(cfg: UNetConfig, weights: Weights, options: UNetG
         return g.op("Add", [g.op("MatMul", [t, g.op("Transpose", [w2], { perm: [1, 0] })]), q.get(g, "bias")]);
       };
       const tokens = tokenLinear(p.at("proj_in"), tokensIn);
+      const crossAttention = (a: Params, h: Value, explicitProbs: boolean): AttentionResult => {
+        const r = attention(g, linear(g, a.at("to_q"), h), linear(g, a.at("to_k"), context), linear(g, a.at("to_v"), context),
+          heads, headDim, { explicitProbs });
+        return { ...r, out: linear(g, a.at("to_out.0"), r.out) };
+      };
       const layers: TransformerLayer[] = [];
       for (let l = 0; l < block.depth; l++) {
         const lp = p.at(`transformer_blocks.${l}`);
@@ -338,12 +345,8 @@ export function buildUNetGraph(cfg: UNetConfig, weights: Weights, options: UNetG
             return { ...r, out: linear(g, a.at("to_out.0"), r.out) };
           },
           norm2: (v) => layerNorm(g, lp.at("norm2"), v, 1e-5),
-          attn2: (h) => {
-            const a = lp.at("attn2");
-            const r = attention(g, linear(g, a.at("to_q"), h), linear(g, a.at("to_k"), context), linear(g, a.at("to_v"), context),
-              heads, headDim);
-            return linear(g, a.at("to_out.0"), r.out);
-          },
+          attn2: (h) => crossAttention(lp.at("attn2"), h, false).out,
+          attn2Explicit: (h) => crossAttention(lp.at("attn2"), h, true),
           norm3: (v) => layerNorm(g, lp.at("norm3"), v, 1e-5),
           ff: (h) => {
             // GEGLU: proj gives [hidden | gate]; hidden * gelu(gate), then Linear.
@@ -406,9 +409,9 @@ export function buildUNetGraph(cfg: UNetConfig, weights: Weights, options: UNetG
   h = conv2d(g, P.at("conv_out"), h);
   g.output(h, "out_sample");
   for (const name of options.taps ?? []) {
-    const v = taps.get(name);
-    if (!v) throw new Error(`unknown tap '${name}'`);
-    g.output(v, name);
+    const t = taps.get(name);
+    if (!t) throw new Error(`unknown tap '${name}'`);
+    g.output(t.v, name, t.dtype);
   }
   return g;
 }

@@ -1,0 +1,133 @@
+/**
+ * A loaded U-Net: config, weights and the ONNX sessions that run it, with an optional token-pruning method.
+ *
+ * Which attention blocks are pruned can change from step to step (DSAP), so the session is built per set of
+ * pruned blocks and cached; ratios and kept-token counts are graph inputs, so nothing is rebuilt when only
+ * the ratio changes. Re-patching (`unet.pruning = ...`) reuses the loaded weights.
+ */
+import { AtedmError } from "../errors.js";
+import { componentConfig, componentWeights } from "../io/diffusers.js";
+import { blockTokens, type PruningMethod, type StepInfo } from "../pruning/method.js";
+import { f32, type Runtime, type Session, type Tensor } from "../runtime/session.js";
+import { attentionBlocks, buildUNetGraph, resolveUNetConfig, type AttentionBlockInfo, type UNetConfig } from "./unet.js";
+import { Weights } from "./weights.js";
+
+export interface UNetInputs {
+  /** (B, C, h, w) */
+  sample: Float32Array;
+  sampleDims: readonly number[];
+  /** (B) */
+  timestep: Float32Array;
+  /** (B, L, D) */
+  encoderHiddenStates: Float32Array;
+  encoderDims: readonly number[];
+  /** SD-XL: (B, P) pooled text embeddings and (B, 6) size/crop ids. */
+  textEmbeds?: Float32Array;
+  timeIds?: Float32Array;
+}
+
+export interface UNetOutput {
+  sample: Float32Array;
+  dims: number[];
+  /** Ratio used per attention block at this step (0 = unpruned). */
+  ratios: Record<string, number>;
+  /** Tokens through the later layers of each block (N when unpruned). */
+  keptTokens: Record<string, number>;
+  /** Extra outputs the pruning method exposed when `withMasks` (kept indices, scores per block). */
+  extras: Record<string, Tensor>;
+}
+
+export class UNet2DConditionModel {
+  readonly blocks: AttentionBlockInfo[];
+  /** The installed pruning method, or null for the unpruned model. */
+  pruning: PruningMethod | null = null;
+  private readonly sessions = new Map<string, Promise<Session>>();
+  private sessionMethod: PruningMethod | null = null;
+
+  constructor(
+    readonly config: UNetConfig,
+    readonly weights: Weights,
+    readonly runtime: Runtime,
+    readonly source = "unet",
+  ) {
+    this.blocks = attentionBlocks(config);
+  }
+
+  static load(dir: string, runtime: Runtime): UNet2DConditionModel {
+    const cfg = resolveUNetConfig(componentConfig(dir, "unet"), `${dir}/unet/config.json`);
+    return new UNet2DConditionModel(cfg, new Weights(componentWeights(dir, "unet")), runtime, `${dir}/unet`);
+  }
+
+  get isXL(): boolean {
+    return this.config.addition_embed_type === "text_time";
+  }
+
+  /** Ratio of every attention block at a step under the installed method. */
+  ratios(at: StepInfo): Record<string, number> {
+    const r: Record<string, number> = {};
+    for (const b of this.blocks) r[b.path] = this.pruning ? this.pruning.ratio(b, at) : 0;
+    return r;
+  }
+
+  private session(pruned: AttentionBlockInfo[], withMasks: boolean): Promise<Session> {
+    if (this.sessionMethod !== this.pruning) {
+      // A new method means new graphs; release the old sessions' memory.
+      for (const s of this.sessions.values()) void s.then((x) => x.release()).catch(() => undefined);
+      this.sessions.clear();
+      this.sessionMethod = this.pruning;
+    }
+    const key = `${pruned.map((b) => b.path).join(",")}|${withMasks}`;
+    let s = this.sessions.get(key);
+    if (!s) {
+      const method = this.pruning;
+      const set = new Set(pruned.map((b) => b.path));
+      const graph = buildUNetGraph(this.config, this.weights, {
+        runners: (b) => (method && set.has(b.path) ? method.runner(b) : undefined),
+        extraInputs: method ? pruned.flatMap((b) => method.inputs(b)) : [],
+        taps: method && withMasks ? pruned.flatMap((b) => method.outputs(b)) : [],
+      });
+      s = this.runtime.session(graph);
+      this.sessions.set(key, s);
+    }
+    return s;
+  }
+
+  /** One U-Net call at step `at` (which decides the pruning ratios). */
+  async forward(inputs: UNetInputs, at: StepInfo = { step: 0, steps: 1 }, withMasks = false): Promise<UNetOutput> {
+    const [batch, channels, height, width] = inputs.sampleDims as [number, number, number, number];
+    if (channels !== this.config.in_channels) {
+      throw new AtedmError(`${this.source}: sample has ${channels} channels, the model expects ${this.config.in_channels}`);
+    }
+    const ratios = this.ratios(at);
+    const pruned = this.blocks.filter((b) => ratios[b.path]! > 0);
+    const latent = { height, width };
+    const feeds: Record<string, Tensor> = {
+      sample: f32(inputs.sample, inputs.sampleDims),
+      timestep: f32(inputs.timestep, [batch]),
+      encoder_hidden_states: f32(inputs.encoderHiddenStates, inputs.encoderDims),
+    };
+    if (this.isXL) {
+      if (!inputs.textEmbeds || !inputs.timeIds) throw new AtedmError(`${this.source}: SD-XL U-Net needs text_embeds and time_ids`);
+      feeds.text_embeds = f32(inputs.textEmbeds, [batch, inputs.textEmbeds.length / batch]);
+      feeds.time_ids = f32(inputs.timeIds, [batch, 6]);
+    }
+    const keptTokens: Record<string, number> = {};
+    for (const b of this.blocks) {
+      const r = ratios[b.path]!;
+      const n = blockTokens(latent, b.downsample);
+      keptTokens[b.path] = r > 0 && this.pruning ? this.pruning.keptTokens(b, r, latent) : n;
+      if (r > 0 && this.pruning) Object.assign(feeds, this.pruning.feeds(b, r, latent, batch, at));
+    }
+    const session = await this.session(pruned, withMasks);
+    const out = await session.run(feeds);
+    const sample = out.out_sample!;
+    const extras: Record<string, Tensor> = {};
+    for (const [k, v] of Object.entries(out)) if (k !== "out_sample") extras[k] = v;
+    return { sample: sample.data as Float32Array, dims: [...sample.dims], ratios, keptTokens, extras };
+  }
+
+  async release(): Promise<void> {
+    for (const s of this.sessions.values()) await (await s).release();
+    this.sessions.clear();
+  }
+}

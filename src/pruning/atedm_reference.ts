@@ -1,0 +1,137 @@
+/**
+ * AT-EDM's ranking and recovery in plain float64 TypeScript, one batch element at a time: the test oracle for
+ * the ONNX implementation in atedm.ts. Written for clarity, not speed (O(K N^2) loops).
+ *
+ * Maps are row-major: P[h][i][j] = probability that query token i attends to key token j.
+ */
+
+export interface ScoreOptions {
+  /** G-WPR iterations K (default 10). */
+  iterations: number;
+  /** Damping d: s <- (1 - d) A^T s + d / N (default 0). */
+  damping: number;
+}
+
+/** Head-mean attention map A = mean_h P[h], (N, N). */
+export function headMean(P: Float64Array[], N: number): Float64Array {
+  const A = new Float64Array(N * N);
+  for (const Ph of P) for (let t = 0; t < N * N; t++) A[t]! += Ph[t]! / P.length;
+  return A;
+}
+
+/** One G-WPR iteration: s'[j] = (1 - d) sum_i A[i, j] s[i] + d / N. */
+function wprStep(A: Float64Array, s: Float64Array, N: number, d: number): Float64Array {
+  const out = new Float64Array(N);
+  for (let i = 0; i < N; i++) {
+    const si = s[i]!;
+    for (let j = 0; j < N; j++) out[j]! += A[i * N + j]! * si;
+  }
+  for (let j = 0; j < N; j++) out[j] = (1 - d) * out[j]! + d / N;
+  return out;
+}
+
+/** G-WPR (default): iterate on the head-mean map from s0 = 1/N. */
+export function gwpr(P: Float64Array[], N: number, o: ScoreOptions): Float64Array {
+  const A = headMean(P, N);
+  let s: Float64Array = new Float64Array(N).fill(1 / N);
+  for (let k = 0; k < o.iterations; k++) s = wprStep(A, s, N, o.damping);
+  return s;
+}
+
+/** gwpr-rms: iterate each head separately, aggregate sqrt(mean_h s_h^2). */
+export function gwprRms(P: Float64Array[], N: number, o: ScoreOptions): Float64Array {
+  const acc = new Float64Array(N);
+  for (const Ph of P) {
+    let s: Float64Array = new Float64Array(N).fill(1 / N);
+    for (let k = 0; k < o.iterations; k++) s = wprStep(Ph, s, N, o.damping);
+    for (let j = 0; j < N; j++) acc[j]! += (s[j]! * s[j]!) / P.length;
+  }
+  return acc.map(Math.sqrt);
+}
+
+/**
+ * Cross-attention G-WPR: text-token importance u_j = mean_i C[i, j] over the head-mean cross-attention map
+ * C (N, L); image-token score s_i = sum_j C[i, j] u_j.
+ */
+export function crossGwpr(Cheads: Float64Array[], N: number, L: number): Float64Array {
+  const C = new Float64Array(N * L);
+  for (const Ch of Cheads) for (let t = 0; t < N * L; t++) C[t]! += Ch[t]! / Cheads.length;
+  const u = new Float64Array(L);
+  for (let i = 0; i < N; i++) for (let j = 0; j < L; j++) u[j]! += C[i * L + j]! / N;
+  const s = new Float64Array(N);
+  for (let i = 0; i < N; i++) for (let j = 0; j < L; j++) s[i]! += C[i * L + j]! * u[j]!;
+  return s;
+}
+
+/** L2 norm of each token's features, x (N, C). */
+export function featureNorm(x: Float64Array, N: number, C: number): Float64Array {
+  const s = new Float64Array(N);
+  for (let i = 0; i < N; i++) {
+    let a = 0;
+    for (let c = 0; c < C; c++) a += x[i * C + c]! ** 2;
+    s[i] = Math.sqrt(a);
+  }
+  return s;
+}
+
+/** SPEC step 3: k = max(1, floor((1 - rho) N + 0.5)). */
+export function keepCount(N: number, ratio: number): number {
+  return Math.max(1, Math.floor((1 - ratio) * N + 0.5));
+}
+
+/** The k highest scores; ties go to the lower token index; returned in ascending index order. */
+export function keepSet(score: ArrayLike<number>, k: number): number[] {
+  const order = Array.from({ length: score.length }, (_, i) => i);
+  order.sort((a, b) => score[b]! - score[a]! || a - b);
+  return order.slice(0, k).sort((a, b) => a - b);
+}
+
+export type RecoveryKind = "copy" | "cosine" | "nearest";
+
+/**
+ * For every token i, the position (in `keep`) of the kept token whose output it receives. Kept tokens map to
+ * themselves; ties go to the lower kept index.
+ *  copy:    argmax over kept j of A[i, j]
+ *  cosine:  argmax over kept j of cos(x1_i, x1_j)  (x1: layer-1 outputs (N, C))
+ *  nearest: argmin over kept j of the squared grid distance (width W)
+ */
+export function recoverySources(
+  kind: RecoveryKind,
+  keep: number[],
+  N: number,
+  data: { A?: Float64Array; x1?: Float64Array; C?: number; W?: number },
+): number[] {
+  const pos = new Map(keep.map((t, p) => [t, p]));
+  const src: number[] = [];
+  for (let i = 0; i < N; i++) {
+    const own = pos.get(i);
+    if (own !== undefined) {
+      src.push(own);
+      continue;
+    }
+    let best = -1;
+    let bestVal = -Infinity;
+    keep.forEach((j, p) => {
+      let v: number;
+      if (kind === "copy") v = data.A![i * N + j]!;
+      else if (kind === "cosine") {
+        const C = data.C!;
+        let dot = 0, ni = 0, nj = 0;
+        for (let c = 0; c < C; c++) {
+          const a = data.x1![i * C + c]!, b = data.x1![j * C + c]!;
+          dot += a * b; ni += a * a; nj += b * b;
+        }
+        v = dot / Math.sqrt(ni * nj);
+      } else {
+        const W = data.W!;
+        v = -((Math.floor(i / W) - Math.floor(j / W)) ** 2 + ((i % W) - (j % W)) ** 2);
+      }
+      if (v > bestVal) {
+        bestVal = v;
+        best = p;
+      }
+    });
+    src.push(best);
+  }
+  return src;
+}

@@ -1,0 +1,461 @@
+/**
+ * Shared pieces of the diffusers schedulers (mirrors `diffusers.schedulers.scheduling_utils` plus the helpers each
+ * diffusers scheduler module copies: `betas_for_alpha_bar`, `rescale_zero_terminal_snr`, the beta schedules, the
+ * timestep spacings and the Karras sigma conversion).
+ *
+ * Numerics: diffusers computes the noise schedule with torch float32 tensors and, in `set_timesteps`, numpy float64.
+ * We emulate float32 by rounding with `Math.fround` after every operation that torch does in float32 (a double
+ * result of `+ - * /` or `sqrt` on float32 operands, rounded to float32, is exactly the float32 result). numpy
+ * float64 code is plain JavaScript number arithmetic. Two torch details matter for bit-exactness of
+ * `alphas_cumprod`: `torch.linspace` evaluates `start + step * i` with one rounding (a fused multiply-add, measured
+ * against the golden tensors), and `torch.cumprod` on CPU accumulates float32 in float64.
+ *
+ * Config handling mirrors `XScheduler.from_config(config)`: keys the target class knows are taken from the config,
+ * missing keys get that class's own defaults (which differ between classes, e.g. `timestep_spacing`), and keys it
+ * does not know are ignored.
+ */
+import { readFileSync } from "node:fs";
+import { AtedmError } from "../errors.js";
+
+const f32 = Math.fround;
+
+// ---------------------------------------------------------------------------------------------------------------
+// Config
+// ---------------------------------------------------------------------------------------------------------------
+
+export type BetaSchedule = "linear" | "scaled_linear" | "squaredcos_cap_v2";
+/** What the UNet predicts. `original_sample` is diffusers' old spelling of `sample`. */
+export type PredictionType = "epsilon" | "v_prediction" | "sample" | "original_sample";
+/** Table 2 of "Common Diffusion Noise Schedules and Sample Steps are Flawed" (arXiv 2305.08891). */
+export type TimestepSpacing = "leading" | "trailing" | "linspace";
+export type FinalSigmasType = "zero" | "sigma_min";
+
+/**
+ * The keys of a diffusers `scheduler_config.json` that atedm understands (union over the three classes; each class
+ * reads only its own keys). Values are as in diffusers; see each scheduler file for which keys it uses.
+ */
+export type SchedulerConfig = {
+  num_train_timesteps: number;
+  beta_start: number;
+  beta_end: number;
+  beta_schedule: BetaSchedule;
+  /** Explicit betas (overrides beta_start/beta_end/beta_schedule). */
+  trained_betas: number[] | null;
+  prediction_type: PredictionType;
+  timestep_spacing: TimestepSpacing;
+  steps_offset: number;
+  rescale_betas_zero_snr: boolean;
+  // DDIM
+  clip_sample: boolean;
+  clip_sample_range: number;
+  set_alpha_to_one: boolean;
+  /** Dynamic thresholding (pixel-space models); only `false` is supported. */
+  thresholding: boolean;
+  // Euler and DPM-Solver sigma schedules
+  interpolation_type: "linear" | "log_linear";
+  use_karras_sigmas: boolean;
+  use_exponential_sigmas: boolean;
+  use_beta_sigmas: boolean;
+  sigma_min: number | null;
+  sigma_max: number | null;
+  timestep_type: "discrete" | "continuous";
+  final_sigmas_type: FinalSigmasType;
+  // DPM-Solver
+  solver_order: number;
+  algorithm_type: "dpmsolver++" | "dpmsolver" | "sde-dpmsolver++" | "sde-dpmsolver";
+  solver_type: "midpoint" | "heun";
+  lower_order_final: boolean;
+  euler_at_final: boolean;
+  use_lu_lambdas: boolean;
+  use_flow_sigmas: boolean;
+  lambda_min_clipped: number;
+  variance_type: "learned" | "learned_range" | null;
+};
+
+/** A config as read from JSON: any subset of the keys, plus keys we ignore (`_class_name`, ...). */
+export type RawSchedulerConfig = Readonly<Record<string, unknown>>;
+
+/** Allowed values of the string-valued (enum) keys. */
+const ENUMS: { readonly [K in keyof SchedulerConfig]?: readonly (string | null)[] } = {
+  beta_schedule: ["linear", "scaled_linear", "squaredcos_cap_v2"],
+  prediction_type: ["epsilon", "v_prediction", "sample", "original_sample"],
+  timestep_spacing: ["leading", "trailing", "linspace"],
+  interpolation_type: ["linear", "log_linear"],
+  timestep_type: ["discrete", "continuous"],
+  final_sigmas_type: ["zero", "sigma_min"],
+  algorithm_type: ["dpmsolver++", "dpmsolver", "sde-dpmsolver++", "sde-dpmsolver"],
+  solver_type: ["midpoint", "heun"],
+  variance_type: ["learned", "learned_range", null],
+};
+
+/**
+ * Resolve a raw config against one class's defaults, as diffusers' `from_config` does: every key of `defaults` is
+ * taken from `raw` when present, else from `defaults`; other keys of `raw` are ignored. Values are type-checked and
+ * enum values validated; a bad value throws an `AtedmError` naming the key and the value.
+ */
+export function resolveConfig<K extends keyof SchedulerConfig>(
+  raw: RawSchedulerConfig,
+  defaults: Pick<SchedulerConfig, K>,
+  className: string,
+): Pick<SchedulerConfig, K> {
+  const out = { ...defaults } as Record<string, unknown>;
+  for (const key of Object.keys(defaults) as K[]) {
+    if (!Object.prototype.hasOwnProperty.call(raw, key) || raw[key] === undefined) continue;
+    const value = raw[key];
+    const def = defaults[key] as unknown;
+    const bad = (expected: string): AtedmError =>
+      new AtedmError(`scheduler config: ${key} = ${JSON.stringify(value)} is not valid for ${className} (expected ${expected})`);
+    const allowed = ENUMS[key];
+    if (allowed) {
+      if (!allowed.includes(value as string | null)) {
+        throw bad(`one of ${allowed.map((a) => JSON.stringify(a)).join(", ")}`);
+      }
+    } else if (key === "trained_betas") {
+      if (value !== null && !(Array.isArray(value) && value.every((v) => typeof v === "number"))) {
+        throw bad("null or an array of numbers");
+      }
+    } else if (key === "sigma_min" || key === "sigma_max") {
+      if (value !== null && typeof value !== "number") throw bad("null or a number");
+    } else if (typeof def === "boolean") {
+      // diffusers only tests truthiness (`if self.config.use_karras_sigmas:`), so null means false.
+      if (value === null) {
+        out[key] = false;
+        continue;
+      }
+      if (typeof value !== "boolean") throw bad("true or false");
+    } else if (typeof def === "number") {
+      if (typeof value !== "number" || Number.isNaN(value)) throw bad("a number");
+    }
+    out[key] = value;
+  }
+  const c = out as Partial<SchedulerConfig>;
+  if (c.num_train_timesteps !== undefined && !(Number.isInteger(c.num_train_timesteps) && c.num_train_timesteps >= 2)) {
+    throw new AtedmError(`scheduler config: num_train_timesteps = ${c.num_train_timesteps} must be an integer >= 2`);
+  }
+  if (c.steps_offset !== undefined && !Number.isInteger(c.steps_offset)) {
+    throw new AtedmError(`scheduler config: steps_offset = ${c.steps_offset} must be an integer`);
+  }
+  if (c.trained_betas && c.num_train_timesteps !== undefined && c.trained_betas.length !== c.num_train_timesteps) {
+    throw new AtedmError(
+      `scheduler config: trained_betas has ${c.trained_betas.length} values but num_train_timesteps is ${c.num_train_timesteps}`,
+    );
+  }
+  return out as Pick<SchedulerConfig, K>;
+}
+
+/** Throw an AtedmError for a config option that is valid in diffusers but not implemented here. */
+export function unsupported(className: string, key: string, value: unknown, when = ""): never {
+  throw new AtedmError(
+    `scheduler config: ${key} = ${JSON.stringify(value)}${when} is not supported by atedm's ${className}`,
+  );
+}
+
+/**
+ * Parse the text of a `scheduler_config.json`. Python's `json.dumps` writes `Infinity`, `-Infinity` and `NaN`
+ * (e.g. DPM-Solver's `"lambda_min_clipped": -Infinity`), which `JSON.parse` rejects; they are accepted here.
+ */
+export function parseSchedulerConfig(text: string, source = "scheduler config"): Record<string, unknown> {
+  // Replace the bare tokens outside string literals with marker strings, then map the markers back.
+  const MARK = "\u0000atedm-number:";
+  let patched = "";
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text[i]!;
+    if (inString) {
+      patched += ch;
+      if (ch === "\\") patched += text[++i] ?? "";
+      else if (ch === '"') inString = false;
+      continue;
+    }
+    if (ch === '"') {
+      inString = true;
+      patched += ch;
+      continue;
+    }
+    const token = ["-Infinity", "Infinity", "NaN"].find((t) => text.startsWith(t, i));
+    if (token) {
+      patched += JSON.stringify(MARK + token);
+      i += token.length - 1;
+      continue;
+    }
+    patched += ch;
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(patched, (_key, value: unknown) =>
+      typeof value === "string" && value.startsWith(MARK) ? Number(value.slice(MARK.length)) : value,
+    );
+  } catch (e) {
+    throw new AtedmError(`${source}: not valid JSON (${(e as Error).message})`);
+  }
+  if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
+    throw new AtedmError(`${source}: expected a JSON object`);
+  }
+  return parsed as Record<string, unknown>;
+}
+
+/** Read a model folder's `scheduler/scheduler_config.json` (or any scheduler config file). */
+export function loadSchedulerConfig(path: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (e) {
+    throw new AtedmError(`${path}: cannot read scheduler config (${(e as Error).message})`);
+  }
+  return parseSchedulerConfig(text, path);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The Scheduler interface
+// ---------------------------------------------------------------------------------------------------------------
+
+export interface StepOutput {
+  /** x_{t-1}: the sample to feed the next step (after the last step: the final latents). */
+  prevSample: Float32Array;
+  /** The model's estimate of the clean sample x_0 at this step. */
+  predOriginalSample: Float32Array;
+}
+
+/**
+ * A sampler over a fixed list of inference steps. Usage, like a diffusers pipeline:
+ *
+ *     s.setTimesteps(n);
+ *     let x = noise * s.initNoiseSigma;
+ *     for (let i = 0; i < s.timesteps.length; i++) {
+ *       const eps = unet(s.scaleModelInput(x, i), s.timesteps[i]);
+ *       x = s.step(eps, i, x).prevSample;
+ *     }
+ *
+ * Steps are addressed by index (0..timesteps.length-1), not by timestep value. Multistep schedulers keep state
+ * between consecutive `step` calls; `setTimesteps` resets it.
+ */
+export interface Scheduler {
+  /** The diffusers class this mirrors, e.g. "EulerDiscreteScheduler". */
+  readonly className: string;
+  /** `alphas_cumprod` (float32) of the training noise schedule, length num_train_timesteps. */
+  readonly alphasCumprod: Float32Array;
+  /** Timestep value of each inference step, to pass to the UNet (integers except Euler with linspace/Karras). */
+  readonly timesteps: number[];
+  /** sigma of each step plus the final sigma (length timesteps.length + 1); null for schedulers without sigmas (DDIM). */
+  readonly sigmas: number[] | null;
+  /** Standard deviation of the initial noise: the pipeline multiplies its N(0,1) latents by it. */
+  readonly initNoiseSigma: number;
+  /** Compute the inference schedule for `numInferenceSteps` steps and reset any multistep state. */
+  setTimesteps(numInferenceSteps: number): void;
+  /** The UNet input for step `stepIndex` (a new array; the input is not modified). */
+  scaleModelInput(sample: Float32Array, stepIndex: number): Float32Array;
+  /** One denoising step from the model output at step `stepIndex` (new arrays; inputs are not modified). */
+  step(modelOutput: Float32Array, stepIndex: number, sample: Float32Array): StepOutput;
+}
+
+/** Check the arguments every `step` implementation receives. */
+export function checkStepArgs(
+  className: string,
+  numSteps: number,
+  stepIndex: number,
+  modelOutput: Float32Array,
+  sample: Float32Array,
+): void {
+  if (numSteps === 0) throw new Error(`${className}: call setTimesteps() before step()`);
+  if (!Number.isInteger(stepIndex) || stepIndex < 0 || stepIndex >= numSteps) {
+    throw new RangeError(`${className}: step index ${stepIndex} out of range [0, ${numSteps})`);
+  }
+  if (modelOutput.length !== sample.length) {
+    throw new RangeError(`${className}: model output has ${modelOutput.length} values, sample has ${sample.length}`);
+  }
+}
+
+/** Check the argument of `setTimesteps`. */
+export function checkNumSteps(className: string, n: number, numTrainTimesteps: number): void {
+  if (!Number.isInteger(n) || n < 1 || n > numTrainTimesteps) {
+    throw new AtedmError(
+      `${className}: number of inference steps ${n} must be an integer in [1, ${numTrainTimesteps}] (num_train_timesteps)`,
+    );
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Noise schedule (betas, alphas_cumprod)
+// ---------------------------------------------------------------------------------------------------------------
+
+/** `torch.linspace(start, end, steps, dtype=torch.float32)` on CPU, bit-exact. */
+export function torchLinspaceF32(start: number, end: number, steps: number): Float32Array {
+  const out = new Float32Array(steps);
+  const s = f32(start);
+  const e = f32(end);
+  if (steps === 1) {
+    out[0] = s;
+    return out;
+  }
+  const step = f32(f32(e - s) / (steps - 1));
+  const halfway = Math.floor(steps / 2);
+  for (let i = 0; i < steps; i++) {
+    // torch fills the first half from `start` and the second half from `end`; `step * k` is exact in float64,
+    // so one rounding to float32 reproduces its fused multiply-add.
+    out[i] = i < halfway ? f32(s + step * i) : f32(e - step * (steps - i - 1));
+  }
+  return out;
+}
+
+/**
+ * `betas_for_alpha_bar(n)` with the cosine ("squaredcos_cap_v2", GLIDE) transform: computed in float64 and stored as
+ * float32, as diffusers does.
+ */
+export function betasForAlphaBar(numDiffusionTimesteps: number, maxBeta = 0.999): Float32Array {
+  const alphaBar = (t: number): number => Math.cos(((t + 0.008) / 1.008) * Math.PI / 2) ** 2;
+  const betas = new Float32Array(numDiffusionTimesteps);
+  for (let i = 0; i < numDiffusionTimesteps; i++) {
+    const t1 = i / numDiffusionTimesteps;
+    const t2 = (i + 1) / numDiffusionTimesteps;
+    betas[i] = Math.min(1 - alphaBar(t2) / alphaBar(t1), maxBeta);
+  }
+  return betas;
+}
+
+/** `torch.cumprod` of a float32 tensor on CPU: the running product is kept in float64, each output rounded. */
+export function cumprodF32(values: Float32Array): Float32Array {
+  const out = new Float32Array(values.length);
+  let acc = 1;
+  for (let i = 0; i < values.length; i++) {
+    acc *= values[i]!;
+    out[i] = acc;
+  }
+  return out;
+}
+
+/**
+ * `rescale_zero_terminal_snr(betas)` (arXiv 2305.08891, Algorithm 1): shift and scale sqrt(alphas_cumprod) so the
+ * last timestep has zero SNR. float32 like diffusers.
+ */
+export function rescaleZeroTerminalSnr(betas: Float32Array): Float32Array {
+  const n = betas.length;
+  const alphas = betas.map((b) => f32(1 - b));
+  const sqrtAcp = cumprodF32(alphas).map((a) => f32(Math.sqrt(a)));
+  const first = sqrtAcp[0]!;
+  const last = sqrtAcp[n - 1]!;
+  const scale = f32(first / f32(first - last));
+  const alphasBar = sqrtAcp.map((v) => {
+    const shifted = f32(f32(v - last) * scale);
+    return f32(shifted * shifted);
+  });
+  const out = new Float32Array(n);
+  out[0] = f32(1 - alphasBar[0]!);
+  for (let i = 1; i < n; i++) out[i] = f32(1 - f32(alphasBar[i]! / alphasBar[i - 1]!));
+  return out;
+}
+
+/** The betas of a config (`trained_betas`, or `beta_schedule` from beta_start to beta_end), float32. */
+export function makeBetas(
+  c: Pick<SchedulerConfig, "num_train_timesteps" | "beta_start" | "beta_end" | "beta_schedule" | "trained_betas" | "rescale_betas_zero_snr">,
+): Float32Array {
+  let betas: Float32Array;
+  if (c.trained_betas !== null) {
+    betas = Float32Array.from(c.trained_betas);
+  } else if (c.beta_schedule === "linear") {
+    betas = torchLinspaceF32(c.beta_start, c.beta_end, c.num_train_timesteps);
+  } else if (c.beta_schedule === "scaled_linear") {
+    // "very specific to the latent diffusion model": linear in sqrt(beta), then squared (in float32).
+    betas = torchLinspaceF32(c.beta_start ** 0.5, c.beta_end ** 0.5, c.num_train_timesteps).map((b) => f32(b * b));
+  } else if (c.beta_schedule === "squaredcos_cap_v2") {
+    betas = betasForAlphaBar(c.num_train_timesteps);
+  } else {
+    // resolveConfig has validated the value; this guards direct callers.
+    throw new AtedmError(`scheduler config: unknown beta_schedule ${JSON.stringify(c.beta_schedule)}`);
+  }
+  return c.rescale_betas_zero_snr ? rescaleZeroTerminalSnr(betas) : betas;
+}
+
+/**
+ * `alphas_cumprod = cumprod(1 - betas)` in float32. With `rescale_betas_zero_snr`, Euler and DPM-Solver (not DDIM)
+ * replace the last value (exactly 0) by 2^-24 so the first sigma is finite: pass `zeroSnrFloor` for them.
+ */
+export function makeAlphasCumprod(
+  c: Parameters<typeof makeBetas>[0],
+  zeroSnrFloor = false,
+): Float32Array {
+  const acp = cumprodF32(makeBetas(c).map((b) => f32(1 - b)));
+  if (c.rescale_betas_zero_snr && zeroSnrFloor) acp[acp.length - 1] = 2 ** -24;
+  return acp;
+}
+
+/** sigma(t) = sqrt((1 - alphas_cumprod) / alphas_cumprod) for every training timestep, float32. */
+export function sigmasFromAlphasCumprod(acp: Float32Array): Float32Array {
+  return acp.map((a) => f32(Math.sqrt(f32(f32(1 - a) / a))));
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// numpy helpers used by set_timesteps (float64)
+// ---------------------------------------------------------------------------------------------------------------
+
+/** `np.round` / `Tensor.round`: round half to even. */
+export function roundHalfEven(x: number): number {
+  const r = Math.round(x); // rounds .5 up
+  return Math.abs(x - Math.trunc(x)) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+/**
+ * `np.arange(start, stop, step)` with a float step: length ceil((stop - start) / step), element i = start + i*step.
+ * Faithful to numpy's rounding: e.g. `arange(1000, 0, -1000/61)` has 62 elements, not 61.
+ */
+export function npArange(start: number, stop: number, step: number): number[] {
+  const len = Math.max(0, Math.ceil((stop - start) / step));
+  // numpy fills a float range from its first two elements: delta = (start + step) - start.
+  const delta = start + step - start;
+  return Array.from({ length: len }, (_, i) => (i === 0 ? start : i === 1 ? start + step : start + i * delta));
+}
+
+/** `np.linspace(start, stop, num)` (float64, endpoint included). */
+export function npLinspace(start: number, stop: number, num: number): number[] {
+  if (num === 1) return [start];
+  const step = (stop - start) / (num - 1);
+  const out = Array.from({ length: num }, (_, i) => i * step + start);
+  out[num - 1] = stop;
+  return out;
+}
+
+/**
+ * `np.interp(x, arange(len(fp)), fp)`: linear interpolation of `fp` at fractional index `x`, clamped at the ends,
+ * in float64 with numpy's formula `slope * (x - j) + fp[j]`.
+ */
+export function interpAtIndex(x: number, fp: ArrayLike<number>): number {
+  const last = fp.length - 1;
+  if (Number.isNaN(x)) return NaN;
+  if (x < 0) return fp[0]!;
+  if (x >= last) return fp[last]!;
+  const j = Math.floor(x);
+  if (j === x) return fp[j]!;
+  const slope = fp[j + 1]! - fp[j]!;
+  return slope * (x - j) + fp[j]!;
+}
+
+/**
+ * `_sigma_to_t(sigma, log_sigmas)`: the fractional training timestep whose sigma is `sigma`, interpolating
+ * linearly in log sigma. `logSigmas[t]` = log sigma(t), increasing in t.
+ */
+export function sigmaToT(sigma: number, logSigmas: ArrayLike<number>): number {
+  const logSigma = Math.log(Math.max(sigma, 1e-10));
+  // low = the last index whose log sigma <= log_sigma (0 if none), at most len - 2.
+  let low = 0;
+  for (let i = 0; i < logSigmas.length; i++) if (logSigma - logSigmas[i]! >= 0) low = i;
+  low = Math.min(low, logSigmas.length - 2);
+  const lo = logSigmas[low]!;
+  const hi = logSigmas[low + 1]!;
+  const w = Math.min(Math.max((lo - logSigma) / (lo - hi), 0), 1);
+  return (1 - w) * low + w * (low + 1);
+}
+
+/**
+ * `_convert_to_karras`: n sigmas from sigmaMax down to sigmaMin, evenly spaced in sigma^(1/7) (Karras et al. 2022,
+ * rho = 7), float64.
+ */
+export function karrasSigmas(sigmaMin: number, sigmaMax: number, n: number): number[] {
+  const rho = 7.0;
+  const minInvRho = sigmaMin ** (1 / rho);
+  const maxInvRho = sigmaMax ** (1 / rho);
+  return npLinspace(0, 1, n).map((ramp) => (maxInvRho + ramp * (minInvRho - maxInvRho)) ** rho);
+}
+
+/** log of each float32 sigma, rounded to float32 (`np.log` of a float32 array). */
+export function logF32(values: Float32Array): Float32Array {
+  return values.map((v) => f32(Math.log(v)));
+}
