@@ -1,0 +1,6 @@
+/** Synthetic shapes data set: caption grammar, renderer, alignment analyzer and exporter. */
+export * from "./grammar.js";
+export * from "./rng.js";
+export * from "./render.js";
+export * from "./analyze.js";
+export { exportDataset, generateDataset, type ExportOptions, type GeneratedSet } from "./export.js";

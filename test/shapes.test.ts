@@ -1,0 +1,363 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { AtedmError } from "../src/errors.js";
+import { readSafetensors } from "../src/io/safetensors.js";
+import { analyzeImage } from "../src/shapes/analyze.js";
+import { exportDataset, generateDataset } from "../src/shapes/export.js";
+import {
+  BACKGROUNDS, CAPTION_SIZES, COLORS, POSITIONS, RELATIONS, SHAPES,
+  allOneObjectCaptions, backgroundsFor, captionOf, isHeldOut, parseCaption, sampleScene,
+  type SceneSpec,
+} from "../src/shapes/grammar.js";
+import { renderScene } from "../src/shapes/render.js";
+import { Mulberry32, pick, type Rng } from "../src/shapes/rng.js";
+
+const ONE_TEMPLATE = /^a (small|large) (\w+) (\w+) at the ([a-z ]+) on a (white|black|gray) background$/;
+const TWO_TEMPLATE = /^a (\w+) (\w+) (left of|right of|above|below) a (\w+) (\w+) on a (white|black|gray) background$/;
+
+test("vocabulary and exact template strings", () => {
+  assert.deepEqual([...COLORS], ["red", "green", "blue", "yellow", "purple", "orange", "white", "black"]);
+  assert.deepEqual([...SHAPES], ["circle", "square", "triangle", "cross"]);
+  assert.deepEqual([...CAPTION_SIZES], ["small", "large"]);
+  assert.deepEqual([...BACKGROUNDS], ["white", "black", "gray"]);
+  assert.deepEqual([...RELATIONS], ["left of", "right of", "above", "below"]);
+  assert.deepEqual([...POSITIONS], [
+    "top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right",
+  ]);
+  assert.equal(
+    captionOf({ background: "gray", objects: [{ size: "small", color: "red", shape: "circle", position: "top left" }] }),
+    "a small red circle at the top left on a gray background",
+  );
+  assert.equal(
+    captionOf({ background: "black", objects: [{ size: "large", color: "white", shape: "cross", position: "center" }] }),
+    "a large white cross at the center on a black background",
+  );
+  assert.equal(
+    captionOf({
+      background: "white",
+      relation: "left of",
+      objects: [
+        { color: "orange", shape: "triangle", size: "medium", position: "bottom left" },
+        { color: "blue", shape: "square", size: "medium", position: "bottom right" },
+      ],
+    }),
+    "a orange triangle left of a blue square on a white background",
+  );
+  const rng = new Mulberry32(11);
+  for (let i = 0; i < 2000; i++) {
+    const c = captionOf(sampleScene(rng, { twoObjectFraction: 0.5 }));
+    assert.ok(ONE_TEMPLATE.test(c) || TWO_TEMPLATE.test(c), c);
+  }
+});
+
+test("one-object space: 8*4*2*9*3 minus same-color-as-background, all distinct", () => {
+  const all = allOneObjectCaptions();
+  assert.equal(all.length, 8 * 4 * 2 * 9 * 3 - 2 * 4 * 2 * 9);
+  assert.equal(new Set(all).size, all.length);
+  for (const c of all) {
+    const m = ONE_TEMPLATE.exec(c);
+    assert.ok(m, c);
+    assert.notEqual(m[2], m[5], `object colored like the background: ${c}`);
+  }
+});
+
+test("grammar round-trip: caption -> parse -> caption", () => {
+  for (const c of allOneObjectCaptions()) assert.equal(captionOf(parseCaption(c)), c);
+  const rng = new Mulberry32(3);
+  for (let i = 0; i < 1000; i++) {
+    const spec = sampleScene(rng, { twoObjectFraction: 1 });
+    const c = captionOf(spec);
+    const back = parseCaption(c);
+    assert.equal(captionOf(back), c);
+    assert.deepEqual(back.objects.map((o) => [o.color, o.shape]), spec.objects.map((o) => [o.color, o.shape]));
+  }
+  assert.equal(captionOf(parseCaption("  A small RED circle   at the top on a white background\n")),
+    "a small red circle at the top on a white background");
+});
+
+test("parseCaption throws AtedmError outside the grammar", () => {
+  const bad = [
+    "",
+    "a red circle",
+    "a medium red circle at the top on a white background",
+    "a small pink circle at the top on a white background",
+    "a small red hexagon at the top on a white background",
+    "a small red circle at the middle on a white background",
+    "a small red circle at the top on a blue background",
+    "a small white circle at the top on a white background",
+    "a black square left of a red circle on a black background",
+    "a red circle left of a red square on a white background",
+    "a red circle next to a blue square on a white background",
+    "an orange circle left of a blue square on a white background",
+    "a small red circle at the top on a white background.",
+  ];
+  for (const c of bad) assert.throws(() => parseCaption(c), AtedmError, c);
+});
+
+test("sampleScene: valid scenes, near-uniform attributes", () => {
+  const rng = new Mulberry32(99);
+  const counts = new Map<string, number>();
+  const inc = (k: string) => counts.set(k, (counts.get(k) ?? 0) + 1);
+  const N = 20000;
+  let two = 0;
+  for (let i = 0; i < N; i++) {
+    const s = sampleScene(rng, { twoObjectFraction: 0.25 });
+    captionOf(s); // validates
+    if (s.objects.length === 2) {
+      two++;
+      inc(`rel:${s.relation}`);
+      continue;
+    }
+    const o = s.objects[0]!;
+    inc(`color:${o.color}`);
+    inc(`shape:${o.shape}`);
+    inc(`size:${o.size}`);
+    inc(`pos:${o.position}`);
+  }
+  assert.ok(Math.abs(two / N - 0.25) < 0.015, `two-object fraction ${two / N}`);
+  const one = N - two;
+  const near = (k: string, expected: number) => {
+    const v = counts.get(k) ?? 0;
+    assert.ok(Math.abs(v - expected) < 0.12 * expected, `${k}: ${v} vs ~${expected.toFixed(0)}`);
+  };
+  for (const c of COLORS) near(`color:${c}`, one / 8);
+  for (const s of SHAPES) near(`shape:${s}`, one / 4);
+  for (const s of CAPTION_SIZES) near(`size:${s}`, one / 2);
+  for (const p of POSITIONS) near(`pos:${p}`, one / 9);
+  for (const r of RELATIONS) near(`rel:${r}`, two / 4);
+});
+
+test("determinism: same seed, same bytes", () => {
+  const a = generateDataset({ count: 300, seed: 1234, twoObjectFraction: 0.3 });
+  const b = generateDataset({ count: 300, seed: 1234, twoObjectFraction: 0.3 });
+  const c = generateDataset({ count: 300, seed: 1235, twoObjectFraction: 0.3 });
+  assert.deepEqual(a.captions, b.captions);
+  assert.ok(Buffer.from(a.images).equals(Buffer.from(b.images)));
+  assert.ok(!Buffer.from(a.images).equals(Buffer.from(c.images)));
+  const spec = parseCaption("a large purple triangle at the bottom right on a gray background");
+  assert.ok(Buffer.from(renderScene(spec, { rng: new Mulberry32(5) })).equals(
+    Buffer.from(renderScene(spec, { rng: new Mulberry32(5) }))));
+  // Golden digest: a change here changes every exported data set; bump GRAMMAR_VERSION with it.
+  const d = generateDataset({ count: 64, seed: 1 });
+  const digest = createHash("sha256").update(d.images).update(JSON.stringify(d.captions)).digest("hex");
+  assert.equal(digest, GOLDEN_DIGEST);
+});
+const GOLDEN_DIGEST = "3fb14f44377102f372a52f0a9524f1a91eb851f6c40ca9c88256cbca25b7feac";
+
+test("renderer: anti-aliased, background where no object, sizes clearly different", () => {
+  const small = renderScene(parseCaption("a small red square at the center on a white background"));
+  const large = renderScene(parseCaption("a large red square at the center on a white background"));
+  const redPixels = (im: Uint8Array) => {
+    let n = 0;
+    for (let i = 0; i < im.length; i += 3) if (im[i + 1]! < 100) n++;
+    return n;
+  };
+  assert.ok(redPixels(large) > 2.5 * redPixels(small), `${redPixels(large)} vs ${redPixels(small)}`);
+  assert.deepEqual([...small.subarray(0, 3)], [255, 255, 255]);
+  const circle = renderScene(parseCaption("a large blue circle at the center on a white background"));
+  let edge = 0;
+  for (let i = 0; i < circle.length; i += 3) if (circle[i]! !== 255 && circle[i]! !== 30) edge++;
+  assert.ok(edge >= 16, `circle edges should be anti-aliased (${edge} blended pixels)`);
+});
+
+function analyzeAccuracy(rng: Rng, n: number, degrade?: (im: Uint8Array, rng: Rng) => Uint8Array) {
+  let ok = 0;
+  const failures: Record<string, number> = {};
+  for (let i = 0; i < n; i++) {
+    const spec = sampleScene(rng, { twoObjectFraction: 0.3 });
+    let im = renderScene(spec, { rng });
+    if (degrade) im = degrade(im, rng);
+    const a = analyzeImage(im, 32, 32, captionOf(spec));
+    if (a.allCorrect) ok++;
+    for (const [k, v] of Object.entries(a.attributes)) if (!v) failures[k] = (failures[k] ?? 0) + 1;
+  }
+  return { accuracy: ok / n, failures };
+}
+
+test("analyzer: >= 99% all-correct on 2000 fresh scenes", () => {
+  const { accuracy, failures } = analyzeAccuracy(new Mulberry32(2024), 2000);
+  if (process.env.ATEDM_SHAPES_VERBOSE) console.log(`clean: ${accuracy} ${JSON.stringify(failures)}`);
+  assert.ok(accuracy >= 0.99, `accuracy ${accuracy} failures ${JSON.stringify(failures)}`);
+});
+
+/** 3x3 [1 2 1] blur plus Gaussian-ish noise (sigma 10): a stand-in for soft generated images. */
+function blurAndNoise(im: Uint8Array, rng: Rng): Uint8Array {
+  const S = 32;
+  const out = new Uint8Array(im.length);
+  for (let y = 0; y < S; y++) {
+    for (let x = 0; x < S; x++) {
+      for (let c = 0; c < 3; c++) {
+        let s = 0, w = 0;
+        for (let dy = -1; dy <= 1; dy++) {
+          for (let dx = -1; dx <= 1; dx++) {
+            const yy = Math.min(S - 1, Math.max(0, y + dy)), xx = Math.min(S - 1, Math.max(0, x + dx));
+            const k = (2 - Math.abs(dx)) * (2 - Math.abs(dy));
+            s += k * im[(yy * S + xx) * 3 + c]!;
+            w += k;
+          }
+        }
+        let g = 0;
+        for (let k = 0; k < 6; k++) g += rng.next();
+        out[(y * S + x) * 3 + c] = Math.max(0, Math.min(255, Math.round(s / w + 10 * Math.SQRT2 * (g - 3))));
+      }
+    }
+  }
+  return out;
+}
+
+test("analyzer: tolerant of blur and noise", () => {
+  const { accuracy, failures } = analyzeAccuracy(new Mulberry32(77), 500, blurAndNoise);
+  if (process.env.ATEDM_SHAPES_VERBOSE) console.log(`blur+noise: ${accuracy} ${JSON.stringify(failures)}`);
+  assert.ok(accuracy >= 0.97, `accuracy ${accuracy} failures ${JSON.stringify(failures)}`);
+});
+
+/** Captions that differ from `spec`'s in exactly one attribute, each with the analyzer key it must fail. */
+function singleAttributeVariants(spec: SceneSpec, rng: Rng): Array<{ key: string; caption: string }> {
+  const out: Array<{ key: string; caption: string }> = [];
+  const clone = (): SceneSpec => ({ ...spec, objects: spec.objects.map((o) => ({ ...o })) });
+  const colors = spec.objects.map((o) => o.color);
+  const bgs = backgroundsFor(...colors).filter((b) => b !== spec.background);
+  if (bgs.length) {
+    const s = clone();
+    s.background = pick(rng, bgs);
+    out.push({ key: "background", caption: captionOf(s) });
+  }
+  spec.objects.forEach((o, j) => {
+    const key = `object${j + 1}`;
+    const cs = COLORS.filter((c) => !colors.includes(c) && (c as string) !== spec.background);
+    let s = clone();
+    s.objects[j]!.color = pick(rng, cs);
+    out.push({ key: `${key}.color`, caption: captionOf(s) });
+    s = clone();
+    s.objects[j]!.shape = pick(rng, SHAPES.filter((x) => x !== o.shape));
+    out.push({ key: `${key}.shape`, caption: captionOf(s) });
+    if (spec.objects.length === 1) {
+      s = clone();
+      s.objects[j]!.size = o.size === "small" ? "large" : "small";
+      out.push({ key: `${key}.size`, caption: captionOf(s) });
+      s = clone();
+      s.objects[j]!.position = pick(rng, POSITIONS.filter((p) => p !== o.position));
+      out.push({ key: `${key}.position`, caption: captionOf(s) });
+    }
+  });
+  if (spec.relation) {
+    for (const r of RELATIONS.filter((x) => x !== spec.relation)) {
+      // Only the caption changes, so parse-and-recaption keeps everything else identical.
+      const c = captionOf(spec).replace(` ${spec.relation} a `, ` ${r} a `);
+      out.push({ key: "relation", caption: c });
+    }
+  }
+  return out;
+}
+
+test("analyzer: a caption contradicting the image in one attribute fails exactly there", () => {
+  const rng = new Mulberry32(31337);
+  let checked = 0;
+  const missed: string[] = [];
+  let othersWrong = 0;
+  const seenKeys = new Set<string>();
+  for (let i = 0; i < 300; i++) {
+    const spec = sampleScene(rng, { twoObjectFraction: 0.4 });
+    const im = renderScene(spec, { rng });
+    for (const { key, caption } of singleAttributeVariants(spec, rng)) {
+      const a = analyzeImage(im, 32, 32, caption);
+      checked++;
+      seenKeys.add(key);
+      assert.ok(key in a.attributes, `${key} not judged for ${caption}`);
+      if (a.attributes[key] !== false) missed.push(`${captionOf(spec)} -> ${caption}`);
+      if (a.allCorrect) missed.push(`allCorrect for ${caption}`);
+      for (const [k, v] of Object.entries(a.attributes)) if (k !== key && !v) othersWrong++;
+    }
+  }
+  assert.ok(checked > 1500, `checked ${checked}`);
+  for (const k of ["background", "object1.color", "object1.shape", "object1.size", "object1.position",
+    "object2.color", "object2.shape", "relation"]) assert.ok(seenKeys.has(k), k);
+  assert.deepEqual(missed, []);
+  if (process.env.ATEDM_SHAPES_VERBOSE) console.log(`contradictions: ${checked} checked, ${othersWrong} other attributes wrong`);
+  // The other attributes are still judged correct (the analyzer is per attribute, not all-or-nothing).
+  assert.ok(othersWrong <= 0.01 * checked, `${othersWrong} other attributes wrong in ${checked} checks`);
+});
+
+test("analyzer: empty image and wrong inputs", () => {
+  const blank = new Uint8Array(32 * 32 * 3).fill(255);
+  const a = analyzeImage(blank, 32, 32, "a small red circle at the center on a white background");
+  assert.equal(a.attributes.background, true);
+  assert.equal(a.attributes["object1.color"], false);
+  assert.equal(a.attributes.count, false);
+  assert.equal(a.allCorrect, false);
+  assert.equal(a.objects[0], null);
+  assert.throws(() => analyzeImage(blank, 32, 16, "a small red circle at the center on a white background"), AtedmError);
+  assert.throws(() => analyzeImage(blank.subarray(3), 32, 32, "a small red circle at the center on a white background"), AtedmError);
+  assert.throws(() => analyzeImage(blank, 32, 32, "a red circle"), AtedmError);
+});
+
+test("renderer and analyzer scale to other image sizes", () => {
+  const rng = new Mulberry32(8);
+  for (let i = 0; i < 40; i++) {
+    const spec = sampleScene(rng, { twoObjectFraction: 0.3 });
+    const im = renderScene(spec, { size: 64, rng });
+    const a = analyzeImage(im, 64, 64, captionOf(spec));
+    assert.ok(a.allCorrect, `${captionOf(spec)} ${JSON.stringify(a.attributes)}`);
+  }
+});
+
+test("held-out split: ~10% of one-object captions, never in exported training data", () => {
+  const all = allOneObjectCaptions();
+  const held = all.filter(isHeldOut);
+  assert.ok(held.length > 0.07 * all.length && held.length < 0.13 * all.length, `${held.length} of ${all.length}`);
+  // Every attribute value is still trained on.
+  const train = all.filter((c) => !isHeldOut(c));
+  for (const w of [...COLORS, ...SHAPES, ...CAPTION_SIZES]) assert.ok(train.some((c) => c.includes(` ${w} `)), w);
+  for (const p of POSITIONS) assert.ok(train.some((c) => c.includes(` at the ${p} on `)), p);
+
+  const dir = mkdtempSync(join(tmpdir(), "atedm-shapes-"));
+  try {
+    const { count } = exportDataset(dir, { count: 4000, seed: 42, twoObjectFraction: 0.25 });
+    assert.equal(count, 4000);
+    const captions = JSON.parse(readFileSync(join(dir, "captions.json"), "utf8")) as string[];
+    assert.equal(captions.length, 4000);
+    const heldSet = new Set(held);
+    assert.deepEqual(captions.filter((c) => heldSet.has(c) || isHeldOut(c)), []);
+    const images = readSafetensors(join(dir, "shapes.safetensors")).get("images")!;
+    assert.deepEqual(images.dims, [4000, 32, 32, 3]);
+    assert.ok(images.data instanceof Uint8Array);
+    const again = generateDataset({ count: 4000, seed: 42, twoObjectFraction: 0.25 });
+    assert.deepEqual(again.captions, captions);
+    assert.ok(Buffer.from(again.images).equals(Buffer.from(images.data)));
+    const meta = JSON.parse(readFileSync(join(dir, "meta.json"), "utf8"));
+    assert.equal(meta.seed, 42);
+    assert.equal(meta.count, 4000);
+    assert.equal(meta.grammarVersion, 1);
+    assert.match(meta.heldOutRule, /% 10/);
+    // Image i shows caption i.
+    for (let i = 0; i < 200; i++) {
+      const a = analyzeImage(images.data.subarray(i * 3072, (i + 1) * 3072) as Uint8Array, 32, 32, captions[i]!);
+      assert.ok(a.allCorrect, captions[i]);
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+// Eyeballing aid: ATEDM_SHAPES_PPM=out.ppm writes an 8x8 grid of samples (4x upscaled) as a binary PPM.
+if (process.env.ATEDM_SHAPES_PPM) {
+  test("write sample grid PPM", () => {
+    const { images } = generateDataset({ count: 64, seed: 7 });
+    const cell = 34 * 4, W = 8 * cell;
+    const px = new Uint8Array(W * W * 3).fill(64);
+    for (let k = 0; k < 64; k++) {
+      for (let y = 0; y < 128; y++) {
+        for (let x = 0; x < 128; x++) {
+          const s = k * 3072 + ((y >> 2) * 32 + (x >> 2)) * 3;
+          const d = (((k >> 3) * cell + y) * W + (k & 7) * cell + x) * 3;
+          px.set(images.subarray(s, s + 3), d);
+        }
+      }
+    }
+    writeFileSync(process.env.ATEDM_SHAPES_PPM!, Buffer.concat([Buffer.from(`P6\n${W} ${W}\n255\n`), px]));
+  });
+}
