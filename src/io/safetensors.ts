@@ -27,6 +27,20 @@ export interface TensorInfo {
   byteLength: number;
 }
 
+/**
+ * What a model needs from its weights: names, shapes and file locations, and float32 data on demand.
+ * Implemented by `WeightStore` (real checkpoints) and `SyntheticWeightStore` (random weights of any shape).
+ */
+export interface TensorSource {
+  /** Where the tensors come from (a path), for error messages. */
+  readonly source: string;
+  keys(): string[];
+  has(name: string): boolean;
+  info(name: string): TensorInfo;
+  readF32(name: string): Float32Array;
+  close(): void;
+}
+
 /** One tensor in memory, float32 or int64 (bigint) data. */
 export interface HostTensor {
   dims: number[];
@@ -232,7 +246,7 @@ function toFloat32(info: TensorInfo, bytes: Buffer): Float32Array {
  * The weights of one model component: a single `*.safetensors` file or a sharded checkpoint
  * (`*.safetensors.index.json` with a `weight_map` from tensor name to shard file).
  */
-export class WeightStore {
+export class WeightStore implements TensorSource {
   private readonly files: SafetensorsFile[];
   private readonly byName = new Map<string, SafetensorsFile>();
   readonly source: string;

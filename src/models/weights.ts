@@ -10,7 +10,7 @@
  */
 import { AtedmError } from "../errors.js";
 import type { DType, GraphBuilder, Value } from "../graph/builder.js";
-import type { WeightStore } from "../io/safetensors.js";
+import type { TensorSource } from "../io/safetensors.js";
 
 const EXTERNAL_DTYPE: Record<string, DType> = { F32: "float32", F16: "float16", BF16: "bfloat16" };
 
@@ -24,7 +24,7 @@ export class Weights {
   /** The value each weight already has in each graph (a weight used twice is bound once). */
   private readonly bound = new WeakMap<GraphBuilder, Map<string, Value>>();
   constructor(
-    readonly store: WeightStore,
+    readonly store: TensorSource,
     options: WeightsOptions = {},
   ) {
     let total = 0;
