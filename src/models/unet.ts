@@ -250,6 +250,79 @@ function timestepEmbedding(g: GraphBuilder, t: Value, dim: number, flip: boolean
   return g.op("Concat", flip ? [cos, sin] : [sin, cos], { axis: 1 });
 }
 
+/**
+ * One Transformer2DModel (GroupNorm, proj_in, BasicTransformerBlocks, proj_out, + residual) on x (B, C, H, W),
+ * its layers run by `runner`.
+ */
+export function transformer2D(
+  g: GraphBuilder,
+  P: Params,
+  cfg: UNetConfig,
+  block: AttentionBlockInfo,
+  x: Value,
+  context: Value,
+  runner: TransformerRunner,
+  tap: TransformerContext["tap"] = () => undefined,
+): Value {
+  return g.scope(block.path, () => {
+    const p = P.at(block.path);
+    const channels = block.channels;
+    const heads = block.heads;
+    const headDim = channels / heads;
+    if (!Number.isInteger(headDim)) {
+      throw new AtedmError(`unet/config.json: ${block.path} has ${channels} channels, not divisible by ${heads} heads`);
+    }
+    const shape = g.op("Shape", [x]);
+    const height = g.op("Gather", [shape, g.constant(2, "int64")]);
+    const width = g.op("Gather", [shape, g.constant(3, "int64")]);
+    const normed = groupNorm(g, p.at("norm"), x, cfg.norm_num_groups, 1e-6);
+    // (B, C, H, W) -> (B, H*W, C)
+    const tokensIn = g.op("Transpose", [g.op("Reshape", [normed, g.ints([0, 0, -1])])], { perm: [0, 2, 1] });
+    // A 1x1 conv projection (use_linear_projection false) is the same per-token linear map.
+    const tokenLinear = (q: Params, t: Value): Value => {
+      if (cfg.use_linear_projection) return linear(g, q, t);
+      const [o, i] = q.shape("weight") as [number, number];
+      const w2 = g.op("Reshape", [q.get(g, "weight", [o, i, 1, 1]), g.ints([o, i])]);
+      return g.op("Add", [g.op("MatMul", [t, g.op("Transpose", [w2], { perm: [1, 0] })]), q.get(g, "bias")]);
+    };
+    const tokens = tokenLinear(p.at("proj_in"), tokensIn);
+    const crossAttention = (a: Params, h: Value, explicitProbs: boolean): AttentionResult => {
+      const r = attention(g, linear(g, a.at("to_q"), h), linear(g, a.at("to_k"), context), linear(g, a.at("to_v"), context),
+        heads, headDim, { explicitProbs });
+      return { ...r, out: linear(g, a.at("to_out.0"), r.out) };
+    };
+    const layers: TransformerLayer[] = [];
+    for (let l = 0; l < block.depth; l++) {
+      const lp = p.at(`transformer_blocks.${l}`);
+      const path = lp.prefix;
+      layers.push({
+        path, heads, headDim,
+        norm1: (v) => layerNorm(g, lp.at("norm1"), v, 1e-5),
+        attn1: (h, o) => {
+          const a = lp.at("attn1");
+          const r = attention(g, linear(g, a.at("to_q"), h), linear(g, a.at("to_k"), h), linear(g, a.at("to_v"), h),
+            heads, headDim, o);
+          return { ...r, out: linear(g, a.at("to_out.0"), r.out) };
+        },
+        norm2: (v) => layerNorm(g, lp.at("norm2"), v, 1e-5),
+        attn2: (h) => crossAttention(lp.at("attn2"), h, false).out,
+        attn2Explicit: (h) => crossAttention(lp.at("attn2"), h, true),
+        norm3: (v) => layerNorm(g, lp.at("norm3"), v, 1e-5),
+        ff: (h) => {
+          // GEGLU: proj gives [hidden | gate]; hidden * gelu(gate), then Linear.
+          const proj = linear(g, lp.at("ff.net.0.proj"), h);
+          const [hid, gate] = g.opN("Split", [proj], 2, { axis: -1 });
+          return linear(g, lp.at("ff.net.2"), g.op("Mul", [hid!, gelu(g, gate!)]));
+        },
+      });
+    }
+    const out = runner({ g, block, tokens, height, width, layers, projOut: (t) => tokenLinear(p.at("proj_out"), t), tap });
+    // (B, N, C) -> (B, C, H, W), plus the block's residual.
+    const spatial = g.op("Reshape", [g.op("Transpose", [out], { perm: [0, 2, 1] }), shape]);
+    return g.op("Add", [spatial, x]);
+  });
+}
+
 /** Build the U-Net graph. */
 export function buildUNetGraph(cfg: UNetConfig, weights: Weights, options: UNetGraphOptions = {}): GraphBuilder {
   const g = new GraphBuilder("unet");
@@ -304,64 +377,7 @@ export function buildUNetGraph(cfg: UNetConfig, weights: Weights, options: UNetG
     });
 
   const transformer = (block: AttentionBlockInfo, x: Value): Value =>
-    g.scope(block.path, () => {
-      const p = P.at(block.path);
-      const channels = block.channels;
-      const heads = block.heads;
-      const headDim = channels / heads;
-      if (!Number.isInteger(headDim)) {
-        throw new AtedmError(`unet/config.json: ${block.path} has ${channels} channels, not divisible by ${heads} heads`);
-      }
-      const shape = g.op("Shape", [x]);
-      const height = g.op("Gather", [shape, g.constant(2, "int64")]);
-      const width = g.op("Gather", [shape, g.constant(3, "int64")]);
-      const normed = groupNorm(g, p.at("norm"), x, cfg.norm_num_groups, 1e-6);
-      // (B, C, H, W) -> (B, H*W, C)
-      const tokensIn = g.op("Transpose", [g.op("Reshape", [normed, g.ints([0, 0, -1])])], { perm: [0, 2, 1] });
-      // A 1x1 conv projection (use_linear_projection false) is the same per-token linear map.
-      const tokenLinear = (q: Params, t: Value): Value => {
-        if (cfg.use_linear_projection) return linear(g, q, t);
-        const [o, i] = q.shape("weight") as [number, number];
-        const w2 = g.op("Reshape", [q.get(g, "weight", [o, i, 1, 1]), g.ints([o, i])]);
-        return g.op("Add", [g.op("MatMul", [t, g.op("Transpose", [w2], { perm: [1, 0] })]), q.get(g, "bias")]);
-      };
-      const tokens = tokenLinear(p.at("proj_in"), tokensIn);
-      const crossAttention = (a: Params, h: Value, explicitProbs: boolean): AttentionResult => {
-        const r = attention(g, linear(g, a.at("to_q"), h), linear(g, a.at("to_k"), context), linear(g, a.at("to_v"), context),
-          heads, headDim, { explicitProbs });
-        return { ...r, out: linear(g, a.at("to_out.0"), r.out) };
-      };
-      const layers: TransformerLayer[] = [];
-      for (let l = 0; l < block.depth; l++) {
-        const lp = p.at(`transformer_blocks.${l}`);
-        const path = lp.prefix;
-        layers.push({
-          path, heads, headDim,
-          norm1: (v) => layerNorm(g, lp.at("norm1"), v, 1e-5),
-          attn1: (h, o) => {
-            const a = lp.at("attn1");
-            const r = attention(g, linear(g, a.at("to_q"), h), linear(g, a.at("to_k"), h), linear(g, a.at("to_v"), h),
-              heads, headDim, o);
-            return { ...r, out: linear(g, a.at("to_out.0"), r.out) };
-          },
-          norm2: (v) => layerNorm(g, lp.at("norm2"), v, 1e-5),
-          attn2: (h) => crossAttention(lp.at("attn2"), h, false).out,
-          attn2Explicit: (h) => crossAttention(lp.at("attn2"), h, true),
-          norm3: (v) => layerNorm(g, lp.at("norm3"), v, 1e-5),
-          ff: (h) => {
-            // GEGLU: proj gives [hidden | gate]; hidden * gelu(gate), then Linear.
-            const proj = linear(g, lp.at("ff.net.0.proj"), h);
-            const [hid, gate] = g.opN("Split", [proj], 2, { axis: -1 });
-            return linear(g, lp.at("ff.net.2"), g.op("Mul", [hid!, gelu(g, gate!)]));
-          },
-        });
-      }
-      const runner = options.runners?.(block) ?? denseRunner;
-      const out = runner({ g, block, tokens, height, width, layers, projOut: (t) => tokenLinear(p.at("proj_out"), t), tap });
-      // (B, N, C) -> (B, C, H, W), plus the block's residual.
-      const spatial = g.op("Reshape", [g.op("Transpose", [out], { perm: [0, 2, 1] }), shape]);
-      return g.op("Add", [spatial, x]);
-    });
+    transformer2D(g, P, cfg, block, x, context, options.runners?.(block) ?? denseRunner, tap);
 
   const blocks = attentionBlocks(cfg);
   const blockAt = (path: string) => blocks.find((b) => b.path === path)!;
@@ -413,5 +429,26 @@ export function buildUNetGraph(cfg: UNetConfig, weights: Weights, options: UNetG
     if (!t) throw new Error(`unknown tap '${name}'`);
     g.output(t.v, name, t.dtype);
   }
+  return g;
+}
+
+/**
+ * A graph of one attention block alone (for benchmarks and block-level tests): inputs `hidden_states`
+ * (B, C, H, W) and `encoder_hidden_states`, output `out` (B, C, H, W).
+ */
+export function buildAttentionBlockGraph(
+  cfg: UNetConfig,
+  weights: Weights,
+  path: string,
+  runner: TransformerRunner = denseRunner,
+  extraInputs: UNetGraphOptions["extraInputs"] = [],
+): GraphBuilder {
+  const block = attentionBlocks(cfg).find((b) => b.path === path);
+  if (!block) throw new AtedmError(`no attention block '${path}' in this U-Net`);
+  const g = new GraphBuilder(path);
+  const x = g.input("hidden_states", "float32", ["batch", block.channels, "height", "width"]);
+  const context = g.input("encoder_hidden_states", "float32", ["batch", "text_len", cfg.cross_attention_dim]);
+  for (const e of extraInputs) g.input(e.name, e.dtype, e.shape);
+  g.output(transformer2D(g, new Params(weights), cfg, block, x, context, runner), "out");
   return g;
 }
