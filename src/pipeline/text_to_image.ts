@@ -16,6 +16,7 @@ import { UNet2DConditionModel, type UNetOutput } from "../models/unet_model.js";
 import { toImageNHWC, VAEDecoder } from "../models/vae.js";
 import { Runtime, type RuntimeOptions } from "../runtime/session.js";
 import { createScheduler, loadSchedulerConfig, type SchedulerName } from "../schedulers/index.js";
+import { unetFlops } from "../metrics/flops.js";
 import { randn } from "./random.js";
 
 export interface GenerateOptions {
@@ -242,6 +243,23 @@ export class TextToImagePipeline {
       image: image.data, imageDims: image.dims, latents: x, latentDims, stepSeconds,
       secondsTotal: (performance.now() - t0) / 1000, timesteps: scheduler.timesteps.slice(), stepInfo, truncated: text.truncated,
     };
+  }
+
+  /**
+   * Analytic U-Net FLOPs (SPEC convention: batch 1, one call) for a latent of h x w: unpruned, and the mean over
+   * the steps of a generation with the kept-token counts it reported (AT-EDM; other methods count as unpruned
+   * until they report their own counts).
+   */
+  unetFlopsPerStep(h: number, w: number, stepInfo: GenerateResult["stepInfo"]): { unpruned: number; pruned: number; perStep: number[] } {
+    const unpruned = unetFlops(this.unet.config, { latent: [h, w] }).total;
+    const perStep = stepInfo.map((s) => {
+      if (this.unet.pruning?.name !== "atedm") return unpruned;
+      const keep: Record<string, number | null> = {};
+      for (const [path, ratio] of Object.entries(s.ratios)) keep[path] = ratio > 0 ? s.keptTokens[path]! : null;
+      return unetFlops(this.unet.config, { latent: [h, w], keep }).total;
+    });
+    const pruned = perStep.length ? perStep.reduce((a, b) => a + b, 0) / perStep.length : unpruned;
+    return { unpruned, pruned, perStep };
   }
 
   async release(): Promise<void> {

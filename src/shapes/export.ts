@@ -7,11 +7,11 @@
  * The set never contains a held-out caption (see `isHeldOut`), and is a pure function of (count, seed,
  * twoObjectFraction): one Mulberry32 stream draws each scene and then its jitter, image by image.
  *
- * CLI: node --import tsx src/shapes/export.ts --out DIR --count N --seed S [--two-object-fraction F]
+ * CLI: atedm export-shapes --out DIR --count N [--seed S] [--two-object-fraction F]
  */
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
-import { pathToFileURL } from "node:url";
+
 import { AtedmError } from "../errors.js";
 import { atomicWrite, writeSafetensors } from "../io/safetensors.js";
 import { GRAMMAR_VERSION, HELD_OUT_RULE, PALETTE, captionOf, sampleScene } from "./grammar.js";
@@ -84,51 +84,4 @@ export function exportDataset(outDir: string, options: ExportOptions): { count: 
   };
   atomicWrite(join(outDir, "meta.json"), [Buffer.from(JSON.stringify(meta, null, 2) + "\n", "utf8")]);
   return { count, seconds: (performance.now() - t0) / 1000 };
-}
-
-function parseArgs(argv: string[]): { out: string; options: ExportOptions } {
-  const values: Record<string, string> = {};
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (a === "--help" || a === "-h") {
-      process.stdout.write(
-        "usage: node --import tsx src/shapes/export.ts --out DIR --count N --seed S [--two-object-fraction F]\n",
-      );
-      process.exit(0);
-    }
-    const m = /^--(out|count|seed|two-object-fraction)(?:=(.*))?$/.exec(a);
-    if (!m) throw new AtedmError(`shapes export: unknown argument '${a}'`);
-    const v = m[2] ?? argv[++i];
-    if (v === undefined) throw new AtedmError(`shapes export: --${m[1]} needs a value`);
-    values[m[1]!] = v;
-  }
-  if (!values.out) throw new AtedmError("shapes export: --out DIR is required");
-  const num = (name: string, fallback?: number): number => {
-    const raw = values[name];
-    if (raw === undefined) {
-      if (fallback === undefined) throw new AtedmError(`shapes export: --${name} is required`);
-      return fallback;
-    }
-    const v = Number(raw);
-    if (raw.trim() === "" || !Number.isFinite(v)) throw new AtedmError(`shapes export: --${name} must be a number, got '${raw}'`);
-    return v;
-  };
-  return {
-    out: values.out,
-    options: { count: num("count"), seed: num("seed", 0), twoObjectFraction: num("two-object-fraction", 0.25) },
-  };
-}
-
-if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  try {
-    const { out, options } = parseArgs(process.argv.slice(2));
-    const { count, seconds } = exportDataset(out, options);
-    process.stdout.write(`wrote ${count} images to ${out} in ${seconds.toFixed(2)} s\n`);
-  } catch (e) {
-    if (e instanceof AtedmError) {
-      process.stderr.write(`atedm: ${e.message}\n`);
-      process.exit(1);
-    }
-    throw e;
-  }
 }

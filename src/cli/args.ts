@@ -1,0 +1,38 @@
+/**
+ * Flag parsing shared by the commands: node's parseArgs, plus typed converters whose errors name the flag.
+ */
+import { parseArgs, type ParseArgsConfig } from "node:util";
+import { AtedmError } from "../errors.js";
+
+export type Flags = NonNullable<ParseArgsConfig["options"]>;
+
+export type Values = Record<string, string | boolean | undefined>;
+
+export function parse(argv: string[], options: Flags, command: string): { values: Values; positionals: string[] } {
+  try {
+    const r = parseArgs({ args: argv, options: { ...options, help: { type: "boolean", short: "h" } }, allowPositionals: true, strict: true });
+    return { values: r.values as Values, positionals: r.positionals };
+  } catch (e) {
+    throw new AtedmError(`${command}: ${(e as Error).message.split("\n")[0]} (see 'atedm ${command} --help')`);
+  }
+}
+
+export function int(value: string | undefined, flag: string, min = -Infinity): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < min) throw new AtedmError(`--${flag} must be an integer${min > -Infinity ? ` >= ${min}` : ""}, got '${value}'`);
+  return n;
+}
+
+export function num(value: string | undefined, flag: string): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isFinite(n)) throw new AtedmError(`--${flag} must be a number, got '${value}'`);
+  return n;
+}
+
+export function oneOf<T extends string>(value: string | undefined, flag: string, allowed: readonly T[]): T | undefined {
+  if (value === undefined) return undefined;
+  if (!allowed.includes(value as T)) throw new AtedmError(`--${flag} must be one of ${allowed.join(", ")}, got '${value}'`);
+  return value as T;
+}

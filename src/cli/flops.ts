@@ -1,0 +1,146 @@
+/** `atedm flops`: analytic FLOPs of one U-Net call (SPEC convention), unpruned and under a pruning method. */
+import { join } from "node:path";
+import { AtedmError } from "../errors.js";
+import { componentConfig, hasComponent, readJson, readModelIndex } from "../io/diffusers.js";
+import { attentionBlocks, resolveUNetConfig, type UNetConfig } from "../models/unet.js";
+import { unetFlops, type UNetFlops } from "../metrics/flops.js";
+import { AtEdm } from "../pruning/atedm.js";
+import type { PruningMethod } from "../pruning/method.js";
+import { int, parse, type Flags } from "./args.js";
+import { makeMethod, pruningFlags, PRUNING_HELP } from "./pruning_flags.js";
+
+const flags: Flags = {
+  model: { type: "string" },
+  "unet-config": { type: "string" },
+  height: { type: "string" },
+  width: { type: "string" },
+  "vae-scale": { type: "string" },
+  steps: { type: "string" },
+  json: { type: "boolean" },
+  ...pruningFlags,
+};
+
+export const FLOPS_HELP = `Usage: atedm flops (--model DIR | --unet-config FILE) [--height H --width W] [pruning options] [--json]
+
+Analytic FLOPs of one U-Net call at batch 1 (2 FLOPs per multiply-add of every convolution, linear layer and
+attention matmul; norms, softmax and element-wise ops not counted), split by ResNet / transformer parts / other.
+With a pruning method: per block and per step, the mean over the steps, the saving, and a separate
+pruning-overhead line (G-WPR iterations, recovery similarity).
+
+  --model DIR              diffusers model folder (reads unet/config.json and the VAE's scale factor).
+  --unet-config FILE       a UNet2DConditionModel config.json instead of a model folder.
+  --height H --width W     image size in pixels (default: sample_size x VAE scale factor).
+  --vae-scale F            pixels per latent pixel (default: from the model's VAE, 8 with --unet-config).
+  --steps N                denoising steps the schedule runs over (default 20).
+  --json                   one JSON object on stdout: unet_tflops, unet_tflops_pruned, flops_saving, breakdowns.
+
+${PRUNING_HELP}
+`;
+
+export async function flopsCommand(argv: string[]): Promise<number> {
+  const { values: v } = parse(argv, flags, "flops");
+  if (v.help) {
+    process.stdout.write(FLOPS_HELP);
+    return 0;
+  }
+  let cfg: UNetConfig;
+  let vaeScale = int(v["vae-scale"] as string | undefined, "vae-scale", 1);
+  if (v.model) {
+    const dir = v.model as string;
+    cfg = resolveUNetConfig(componentConfig(dir, "unet"), join(dir, "unet", "config.json"));
+    if (vaeScale === undefined) {
+      const index = readModelIndex(dir);
+      vaeScale = hasComponent(index, "vae") ? 2 ** (((componentConfig(dir, "vae").block_out_channels as number[]) ?? [0]).length - 1) : 1;
+    }
+  } else if (v["unet-config"]) {
+    const file = v["unet-config"] as string;
+    cfg = resolveUNetConfig(readJson(file), file);
+  } else {
+    throw new AtedmError("flops: give --model DIR or --unet-config FILE");
+  }
+  vaeScale ??= 8;
+  const height = int(v.height as string | undefined, "height", 1) ?? cfg.sample_size * vaeScale;
+  const width = int(v.width as string | undefined, "width", 1) ?? cfg.sample_size * vaeScale;
+  if (height % vaeScale || width % vaeScale) throw new AtedmError(`--height/--width must be multiples of ${vaeScale}`);
+  const latent: [number, number] = [height / vaeScale, width / vaeScale];
+  const steps = int(v.steps as string | undefined, "steps", 1) ?? 20;
+  const method = makeMethod(v, null as never);
+
+  const base = unetFlops(cfg, { latent });
+  const perStep = method ? stepFlops(cfg, method, latent, steps) : [];
+  const pruned = perStep.length ? perStep.reduce((a, s) => a + s.flops.total, 0) / perStep.length : base.total;
+  const overhead = perStep.length ? perStep.reduce((a, s) => a + s.flops.overhead.total, 0) / perStep.length : 0;
+  const report = {
+    unet_config: v["unet-config"] ?? join(v.model as string, "unet", "config.json"),
+    height, width, latent,
+    method: method?.name ?? "none",
+    ratio: method && "ratioValue" in method ? (method as AtEdm).ratioValue : 0,
+    steps,
+    unet_tflops: base.total / 1e12,
+    unet_tflops_pruned: pruned / 1e12,
+    flops_saving: 1 - pruned / base.total,
+    pruning_overhead_tflops: overhead / 1e12,
+    breakdown_tflops: scale(base.byCategory),
+    breakdown_pruned_tflops: perStep.length ? scale(meanCategories(perStep.map((s) => s.flops))) : scale(base.byCategory),
+    blocks: base.byBlock.map((b) => ({
+      path: b.path, depth: b.depth, tokens: b.tokens, tflops: b.flops / 1e12,
+      kept_per_step: perStep.map((s) => s.flops.byBlock.find((x) => x.path === b.path)!.kept ?? b.tokens),
+      tflops_per_step: perStep.map((s) => s.flops.byBlock.find((x) => x.path === b.path)!.flops / 1e12),
+    })),
+    per_step_tflops: perStep.map((s) => s.flops.total / 1e12),
+  };
+  if (v.json) {
+    process.stdout.write(JSON.stringify(report, null, 1) + "\n");
+    return 0;
+  }
+  const t = (x: number) => `${(x / 1e12).toFixed(4)} TFLOPs`;
+  const lines = [
+    `U-Net ${height}x${width} (latent ${latent[0]}x${latent[1]}), batch 1, one call`,
+    `  unpruned: ${t(base.total)}`,
+    ...Object.entries(base.byCategory).map(([k, x]) => `    ${k.padEnd(14)} ${t(x)}`),
+  ];
+  if (method) {
+    lines.push(
+      `  ${method.name} ratio ${report.ratio} over ${steps} steps: mean ${t(pruned)} (saving ${(100 * report.flops_saving).toFixed(1)} %)`,
+      `  pruning overhead (not in the totals): ${t(overhead)} per call`,
+      "  per block (tokens -> kept at the last step):",
+      ...report.blocks.map((b) => `    ${b.path.padEnd(28)} N=${String(b.tokens).padEnd(6)} kept ${b.kept_per_step.at(-1)}`),
+    );
+  }
+  process.stdout.write(lines.join("\n") + "\n");
+  return 0;
+}
+
+/** FLOPs of every step under a method's schedule. */
+export function stepFlops(cfg: UNetConfig, method: PruningMethod, latent: [number, number], steps: number) {
+  const blocks = attentionBlocks(cfg);
+  const lat = { height: latent[0], width: latent[1] };
+  const o = method instanceof AtEdm ? method.graphOptions : undefined;
+  return Array.from({ length: steps }, (_, step) => {
+    const keep: Record<string, number | null> = {};
+    for (const b of blocks) {
+      const r = method.ratio(b, { step, steps });
+      keep[b.path] = r > 0 ? method.keptTokens(b, r, lat) : null;
+    }
+    const flops = unetFlops(cfg, {
+      latent, keep,
+      ...(o ? {
+        iterations: o.score === "column-mean" ? 1 : o.iterations,
+        recovery: o.recovery,
+        score: o.score === "cross-gwpr" ? "cross-attention" : o.score,
+        ...(o.pruningPoint !== "auto" ? { pruningPoint: o.pruningPoint } : {}),
+      } : {}),
+    });
+    return { step, flops };
+  });
+}
+
+function scale(r: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.entries(r).map(([k, x]) => [k, x / 1e12]));
+}
+
+function meanCategories(fs: UNetFlops[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const f of fs) for (const [k, x] of Object.entries(f.byCategory)) out[k] = (out[k] ?? 0) + x / fs.length;
+  return out;
+}

@@ -1,0 +1,76 @@
+/**
+ * `--save-masks`: per step and pruned attention block, the kept tokens over the final image (pruned tokens
+ * dimmed and tinted red) and a heat map of the token scores (dark blue = low, yellow = high). The conditional
+ * batch element (the last one) is shown.
+ */
+import { join } from "node:path";
+import type { AttentionBlockInfo } from "../models/unet.js";
+import { keepOutput, scoreOutput } from "../pruning/atedm.js";
+import { blockSize } from "../pruning/method.js";
+import type { Tensor } from "../runtime/session.js";
+import { toRGB8, writePng } from "../io/png.js";
+
+export interface StepMasks {
+  step: number;
+  extras: Record<string, Tensor>;
+}
+
+/** A small perceptual colour ramp (viridis-like) for t in [0, 1]. */
+export function heatColor(t: number): [number, number, number] {
+  const stops: Array<[number, number, number]> = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
+  const x = Math.min(1, Math.max(0, t)) * (stops.length - 1);
+  const i = Math.min(stops.length - 2, Math.floor(x));
+  const f = x - i;
+  const [a, b] = [stops[i]!, stops[i + 1]!];
+  return [0, 1, 2].map((c) => Math.round(a[c]! + f * (b[c]! - a[c]!))) as [number, number, number];
+}
+
+export function saveMasks(
+  dir: string,
+  steps: StepMasks[],
+  blocks: AttentionBlockInfo[],
+  result: { image: Float32Array; imageDims: number[]; latentDims: number[] },
+  vaeScale: number,
+): string[] {
+  const [, H, W] = result.imageDims as [number, number, number];
+  const latent = { height: H / vaeScale, width: W / vaeScale };
+  const base = toRGB8(result.image, H, W);
+  const written: string[] = [];
+  for (const { step, extras } of steps) {
+    for (const block of blocks) {
+      const keepT = extras[keepOutput(block)];
+      const scoreT = extras[scoreOutput(block)];
+      if (!keepT || !scoreT) continue;
+      const { height: h, width: w } = blockSize(latent, block.downsample);
+      const [B, k] = keepT.dims as [number, number];
+      const N = h * w;
+      const keepIdx = (keepT.data as BigInt64Array).subarray((B - 1) * k, B * k);
+      const score = (scoreT.data as Float32Array).subarray((B - 1) * N, B * N);
+      const kept = new Uint8Array(N);
+      for (const t of keepIdx) kept[Number(t)] = 1;
+      let lo = Infinity, hi = -Infinity;
+      for (const s of score) { lo = Math.min(lo, s); hi = Math.max(hi, s); }
+      const mask = new Uint8Array(H * W * 3);
+      const heat = new Uint8Array(H * W * 3);
+      for (let y = 0; y < H; y++) {
+        for (let x = 0; x < W; x++) {
+          const t = Math.floor((y * h) / H) * w + Math.floor((x * w) / W);
+          const p = (y * W + x) * 3;
+          if (kept[t]) for (let c = 0; c < 3; c++) mask[p + c] = base[p + c]!;
+          else {
+            mask[p] = Math.round(base[p]! * 0.3 + 120);
+            mask[p + 1] = Math.round(base[p + 1]! * 0.3);
+            mask[p + 2] = Math.round(base[p + 2]! * 0.3);
+          }
+          const [r, g, b] = heatColor(hi > lo ? (score[t]! - lo) / (hi - lo) : 0.5);
+          heat[p] = r; heat[p + 1] = g; heat[p + 2] = b;
+        }
+      }
+      const stem = `step${String(step).padStart(3, "0")}_${block.path.replace(/\./g, "-")}`;
+      writePng(join(dir, `${stem}_kept.png`), mask, H, W);
+      writePng(join(dir, `${stem}_score.png`), heat, H, W);
+      written.push(stem);
+    }
+  }
+  return written;
+}

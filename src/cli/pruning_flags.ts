@@ -1,0 +1,90 @@
+/** The pruning flags shared by `generate`, `flops` and `eval-alignment`: one flag per option of the library API. */
+import { AtedmError } from "../errors.js";
+import type { UNet2DConditionModel } from "../models/unet_model.js";
+import { AtEdm } from "../pruning/atedm.js";
+import type { PruningMethod } from "../pruning/method.js";
+import { createTome } from "../pruning/tome_method.js";
+import { int, num, oneOf, type Flags, type Values } from "./args.js";
+
+export const METHODS = ["none", "atedm", "tome"] as const;
+export const SCHEDULES = ["dsap", "none", "ramp"] as const;
+
+export const pruningFlags: Flags = {
+  method: { type: "string" },
+  ratio: { type: "string" },
+  schedule: { type: "string" },
+  score: { type: "string" },
+  iterations: { type: "string" },
+  damping: { type: "string" },
+  recovery: { type: "string" },
+  "pruning-point": { type: "string" },
+  "mask-sharing": { type: "string" },
+  "pruning-seed": { type: "string" },
+  "tome-max-downsample": { type: "string" },
+  "tome-sx": { type: "string" },
+  "tome-sy": { type: "string" },
+  "tome-no-rand": { type: "boolean" },
+  "tome-merge": { type: "string" },
+};
+
+export const PRUNING_HELP = `Token pruning
+  --method none|atedm|tome  pruning method (default none).
+  --ratio R                pruning ratio rho in [0, 1): the fraction of an attention block's tokens dropped
+                           (atedm) or merged (tome). Default 0.5.
+  --schedule NAME          dsap | none | ramp: per-step policy (default dsap: the first 10 % of the steps leave the
+                           first attention block of each down stage and the last of each up stage unpruned).
+  AT-EDM variants (defaults are the SPEC's):
+  --score NAME             gwpr | gwpr-rms | column-mean | cross-gwpr | random | feature-norm (default gwpr).
+  --iterations K           G-WPR iterations (default 10).
+  --damping D              G-WPR damping in [0, 1) (default 0).
+  --recovery NAME          copy | copy-delta | cosine | nearest | zero (default copy).
+  --pruning-point P        auto | after-layer1 | after-attn1 (default auto: after layer 1, or after its
+                           self-attention in blocks of depth 1).
+  --mask-sharing M         per-element | conditional (default per-element: each CFG half ranks its own tokens).
+  --pruning-seed S         seed of the 'random' score (default 0).
+  ToMe options (tomesd semantics):
+  --tome-max-downsample D  merge only in blocks with downsample <= D (default 1).
+  --tome-sx X --tome-sy Y  destination cell size (default 2 x 2).
+  --tome-no-rand           fixed (top-left) destination in each cell instead of a seeded random one.
+  --tome-merge LIST        sub-layers to merge, comma-separated from attn,crossattn,mlp (default attn).`;
+
+
+/** Build the pruning method the flags ask for, or null for none. */
+export function makeMethod(v: Values, unet: UNet2DConditionModel): PruningMethod | null {
+  const s = (k: string) => v[k] as string | undefined;
+  const method = oneOf(s("method"), "method", METHODS) ?? "none";
+  const ratio = num(s("ratio"), "ratio") ?? 0.5;
+  const schedule = oneOf(s("schedule"), "schedule", SCHEDULES);
+  if (method === "none") {
+    for (const f of ["ratio", "schedule", "score", "recovery"]) if (v[f] !== undefined) throw new AtedmError(`--${f} needs --method atedm or tome`);
+    return null;
+  }
+  if (!(ratio >= 0 && ratio < 1)) throw new AtedmError(`--ratio must be in [0, 1), got ${ratio}`);
+  if (method === "atedm") {
+    return new AtEdm({
+      ratio,
+      schedule,
+      score: oneOf(s("score"), "score", ["gwpr", "gwpr-rms", "column-mean", "cross-gwpr", "random", "feature-norm"] as const),
+      iterations: int(s("iterations"), "iterations", 1),
+      damping: num(s("damping"), "damping"),
+      recovery: oneOf(s("recovery"), "recovery", ["copy", "copy-delta", "cosine", "nearest", "zero"] as const),
+      pruningPoint: oneOf(s("pruning-point"), "pruning-point", ["auto", "after-layer1", "after-attn1"] as const),
+      maskSharing: oneOf(s("mask-sharing"), "mask-sharing", ["per-element", "conditional"] as const),
+      seed: int(s("pruning-seed"), "pruning-seed", 0),
+    });
+  }
+  const merge = (s("tome-merge") ?? "attn").split(",").map((x) => x.trim());
+  for (const m of merge) if (!["attn", "crossattn", "mlp"].includes(m)) throw new AtedmError(`--tome-merge: unknown sub-layer '${m}' (attn, crossattn, mlp)`);
+  return createTome(unet, {
+    ratio,
+    schedule,
+    maxDownsample: int(s("tome-max-downsample"), "tome-max-downsample", 1),
+    sx: int(s("tome-sx"), "tome-sx", 1),
+    sy: int(s("tome-sy"), "tome-sy", 1),
+    useRand: v["tome-no-rand"] ? false : undefined,
+    seed: int(s("pruning-seed"), "pruning-seed", 0),
+    mergeAttn: merge.includes("attn"),
+    mergeCrossattn: merge.includes("crossattn"),
+    mergeMlp: merge.includes("mlp"),
+  });
+}

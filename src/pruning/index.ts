@@ -1,0 +1,37 @@
+/**
+ * Installing a pruning method on a U-Net or a pipeline, in the spirit of tomesd's apply_patch/remove_patch:
+ *
+ *   applyAtEdm(pipe, { ratio: 0.5 });     // DSAP schedule, G-WPR, copy recovery (the SPEC defaults)
+ *   removePruning(pipe);                  // back to the unpruned model; weights stay loaded
+ *
+ * Re-applying with other options replaces the method; graphs are rebuilt lazily, weights are never reloaded.
+ */
+import type { UNet2DConditionModel } from "../models/unet_model.js";
+import { AtEdm, type AtEdmOptions } from "./atedm.js";
+import type { PruningMethod } from "./method.js";
+
+export type PruningTarget = UNet2DConditionModel | { unet: UNet2DConditionModel };
+
+function unetOf(target: PruningTarget): UNet2DConditionModel {
+  return "unet" in target ? target.unet : target;
+}
+
+/** Install any PruningMethod (AT-EDM, ToMe, or your own). */
+export function applyPruning<M extends PruningMethod>(target: PruningTarget, method: M): M {
+  unetOf(target).pruning = method;
+  return method;
+}
+
+/** AT-EDM with the given options (defaults: ratio 0.5, DSAP, G-WPR K = 10, copy recovery). */
+export function applyAtEdm(target: PruningTarget, options: AtEdmOptions = {}): AtEdm {
+  return applyPruning(target, new AtEdm(options));
+}
+
+/** Remove whatever pruning method is installed. */
+export function removePruning(target: PruningTarget): void {
+  unetOf(target).pruning = null;
+}
+
+export { AtEdm, type AtEdmOptions } from "./atedm.js";
+export type { PruningMethod, StepInfo, LatentSize, GraphInput } from "./method.js";
+export { dsap, noSchedule, ramp, scheduleByName, type Schedule, type ScheduleName } from "./schedules.js";

@@ -1,0 +1,66 @@
+/**
+ * ToMe (tomesd semantics, see tome.ts) as a PruningMethod, so it runs in the same engine as AT-EDM and follows
+ * the same schedules (ratio per block per step). Blocks that ToMe never merges (downsample > max_downsample)
+ * report ratio 0 and run dense.
+ */
+import type { AttentionBlockInfo, TransformerRunner } from "../models/unet.js";
+import type { UNet2DConditionModel } from "../models/unet_model.js";
+import type { Tensor } from "../runtime/session.js";
+import { stableHash32 } from "../shapes/rng.js";
+import type { GraphInput, LatentSize, PruningMethod, StepInfo } from "./method.js";
+import { scheduleByName, type Schedule, type ScheduleName } from "./schedules.js";
+import { resolveTomeOptions, tomeApplies, tomeFeeds, tomeInputs, tomePlan, tomeRunner, TomeRng, type TomeOptions } from "./tome.js";
+
+export interface TomeMethodOptions extends Partial<Omit<TomeOptions, "ratio">> {
+  /** Merging ratio: r = floor(N * ratio) tokens merged per layer. Default 0.5. */
+  ratio?: number;
+  /** Per-step policy. Default "none" (tomesd merges at every step). */
+  schedule?: Schedule | ScheduleName;
+}
+
+export class Tome implements PruningMethod {
+  readonly name = "tome";
+  readonly ratioValue: number;
+  readonly options: TomeOptions;
+  readonly schedule: Schedule;
+  private stepRng: { step: number; rng: TomeRng } | null = null;
+
+  constructor(options: TomeMethodOptions = {}) {
+    const clean = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) as TomeMethodOptions;
+    this.options = resolveTomeOptions({ ...clean, ratio: clean.ratio ?? 0.5 });
+    this.ratioValue = this.options.ratio;
+    this.schedule = typeof clean.schedule === "function" ? clean.schedule : scheduleByName(clean.schedule ?? "none");
+  }
+
+  ratio(block: AttentionBlockInfo, at: StepInfo): number {
+    return tomeApplies(block, this.options) ? this.schedule(at, block, this.ratioValue) : 0;
+  }
+
+  runner(_block: AttentionBlockInfo): TransformerRunner {
+    return tomeRunner(this.options);
+  }
+
+  inputs(block: AttentionBlockInfo): GraphInput[] {
+    return tomeInputs([block], this.options);
+  }
+
+  feeds(block: AttentionBlockInfo, ratio: number, latent: LatentSize, batch: number, at: StepInfo): Record<string, Tensor> {
+    // One cell-position stream per step, shared by the blocks in execution order (tomesd draws per call too).
+    if (this.stepRng?.step !== at.step) this.stepRng = { step: at.step, rng: new TomeRng(stableHash32(`${this.options.seed}|${at.step}`)) };
+    return tomeFeeds(block, latent, ratio, this.options, { batch, rng: this.stepRng.rng });
+  }
+
+  keptTokens(block: AttentionBlockInfo, ratio: number, latent: LatentSize): number {
+    const plan = tomePlan(block, latent, ratio, { ...this.options, useRand: false }, { batch: 2 });
+    return plan.geometry.tokens - plan.r;
+  }
+
+  outputs(): string[] {
+    return [];
+  }
+}
+
+/** ToMe for a U-Net (the U-Net argument keeps the signature parallel to AT-EDM's; it is not needed yet). */
+export function createTome(_unet: UNet2DConditionModel | null, options: TomeMethodOptions = {}): Tome {
+  return new Tome(options);
+}
