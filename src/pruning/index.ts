@@ -9,6 +9,7 @@
 import type { UNet2DConditionModel } from "../models/unet_model.js";
 import { AtEdm, type AtEdmOptions } from "./atedm.js";
 import type { PruningMethod } from "./method.js";
+import { Tome, type TomeMethodOptions } from "./tome_method.js";
 
 export type PruningTarget = UNet2DConditionModel | { unet: UNet2DConditionModel };
 
@@ -25,6 +26,11 @@ export function applyPruning<M extends PruningMethod>(target: PruningTarget, met
 /** AT-EDM with the given options (defaults: ratio 0.5, DSAP, G-WPR K = 10, copy recovery). */
 export function applyAtEdm(target: PruningTarget, options: AtEdmOptions = {}): AtEdm {
   return applyPruning(target, new AtEdm(options));
+}
+
+/** ToMe with tomesd's options (ratio, maxDownsample, sx, sy, useRand, mergeAttn/Crossattn/Mlp); default schedule none. */
+export function applyTome(target: PruningTarget, options: TomeMethodOptions = {}): Tome {
+  return applyPruning(target, new Tome(options));
 }
 
 /** Remove whatever pruning method is installed. */
