@@ -155,37 +155,42 @@ export function atedmRunner(options: Partial<AtEdmGraphOptions> = {}): Transform
       crossProbs = L1.attn2Explicit(L1.norm2(x)).probs;
     }
     const x1 = x; // the tokens at the pruning point, all N of them
-    const A = g.op("ReduceMean", [a1.probs!], { axes: [1], keepdims: 0 }); // (B, N, N)
+    // Pruning work (ranking, keep set, gathers, recovery) is named under an "atedm" scope, so profiles can
+    // attribute its time (the pruning overhead) separately from the model's own layers.
+    const overhead = <T>(fn: () => T): T => g.scope("atedm", fn);
+    const A = overhead(() => g.op("ReduceMean", [a1.probs!], { axes: [1], keepdims: 0 })); // (B, N, N)
 
     // Step 2: scores.
-    let score: Value;
-    switch (o.score) {
-      case "gwpr":
-        score = gwprScore(g, a1.probs!, o.iterations, o.damping, false);
-        break;
-      case "column-mean":
-        score = gwprScore(g, a1.probs!, 1, o.damping, false);
-        break;
-      case "gwpr-rms":
-        score = gwprScore(g, a1.probs!, o.iterations, o.damping, true);
-        break;
-      case "cross-gwpr":
-        score = crossGwprScore(g, crossProbs!);
-        break;
-      case "random":
-        score = { name: randomScoreInput(block) };
-        break;
-      case "feature-norm":
-        score = g.op("ReduceL2", [x1], { axes: [-1], keepdims: 0 });
-        break;
-    }
-    if (o.maskSharing === "conditional") score = shareConditional(g, score);
+    const score = overhead(() => {
+      let s: Value;
+      switch (o.score) {
+        case "gwpr":
+          s = gwprScore(g, a1.probs!, o.iterations, o.damping, false);
+          break;
+        case "column-mean":
+          s = gwprScore(g, a1.probs!, 1, o.damping, false);
+          break;
+        case "gwpr-rms":
+          s = gwprScore(g, a1.probs!, o.iterations, o.damping, true);
+          break;
+        case "cross-gwpr":
+          s = crossGwprScore(g, crossProbs!);
+          break;
+        case "random":
+          s = { name: randomScoreInput(block) };
+          break;
+        case "feature-norm":
+          s = g.op("ReduceL2", [x1], { axes: [-1], keepdims: 0 });
+          break;
+      }
+      return o.maskSharing === "conditional" ? shareConditional(g, s) : s;
+    });
     ctx.tap(scoreOutput(block), score);
 
     // Steps 3-4: keep set, gather, run the rest of the block on kept tokens.
-    const keep = keepIndices(g, score, { name: keepInput(block) });
+    const keep = overhead(() => keepIndices(g, score, { name: keepInput(block) }));
     ctx.tap(keepOutput(block), keep, "int64");
-    let kept = gatherTokens(g, x1, keep);
+    let kept = overhead(() => gatherTokens(g, x1, keep));
     if (point === "after-attn1") {
       kept = g.op("Add", [L1.attn2(L1.norm2(kept)), kept]);
       kept = g.op("Add", [L1.ff(L1.norm3(kept)), kept]);
@@ -197,27 +202,35 @@ export function atedmRunner(options: Partial<AtEdmGraphOptions> = {}): Transform
       case "copy":
       case "cosine":
       case "nearest": {
-        let sim: Value;
-        if (o.recovery === "copy") sim = keptColumns(g, A, keep);
-        else if (o.recovery === "cosine") {
-          const unit = g.op("Div", [x1, g.op("ReduceL2", [x1], { axes: [-1], keepdims: 1 })]);
-          sim = g.op("MatMul", [unit, g.op("Transpose", [gatherTokens(g, unit, keep)], { perm: [0, 2, 1] })]);
-        } else sim = squaredGridDistance(g, ctx, keep);
-        const src = recoverySources(g, sim, keep, o.recovery !== "nearest");
-        return gatherTokens(g, ctx.projOut(kept), src);
+        const src = overhead(() => {
+          let sim: Value;
+          if (o.recovery === "copy") sim = keptColumns(g, A, keep);
+          else if (o.recovery === "cosine") {
+            const unit = g.op("Div", [x1, g.op("ReduceL2", [x1], { axes: [-1], keepdims: 1 })]);
+            sim = g.op("MatMul", [unit, g.op("Transpose", [gatherTokens(g, unit, keep)], { perm: [0, 2, 1] })]);
+          } else sim = squaredGridDistance(g, ctx, keep);
+          return recoverySources(g, sim, keep, o.recovery !== "nearest");
+        });
+        const out = ctx.projOut(kept);
+        return overhead(() => gatherTokens(g, out, src));
       }
       case "copy-delta": {
         // Pruned token i: its own pruning-point features plus its source's change over the rest of the block.
-        const delta = g.op("Sub", [kept, gatherTokens(g, x1, keep)]);
-        const src = recoverySources(g, keptColumns(g, A, keep), keep, true);
-        return ctx.projOut(g.op("Add", [x1, gatherTokens(g, delta, src)]));
+        const refilled = overhead(() => {
+          const delta = g.op("Sub", [kept, gatherTokens(g, x1, keep)]);
+          const src = recoverySources(g, keptColumns(g, A, keep), keep, true);
+          return g.op("Add", [x1, gatherTokens(g, delta, src)]);
+        });
+        return ctx.projOut(refilled);
       }
       case "zero": {
         // Pruned tokens get no transformer update: their branch output is zero.
         const out = ctx.projOut(kept);
-        const idx = g.op("Expand", [g.op("Unsqueeze", [keep, g.ints([2])]), g.op("Shape", [out])]);
-        const zeros = g.op("Mul", [x1, g.constant(0)]);
-        return g.op("ScatterElements", [zeros, idx, out], { axis: 1 });
+        return overhead(() => {
+          const idx = g.op("Expand", [g.op("Unsqueeze", [keep, g.ints([2])]), g.op("Shape", [out])]);
+          const zeros = g.op("Mul", [x1, g.constant(0)]);
+          return g.op("ScatterElements", [zeros, idx, out], { axis: 1 });
+        });
       }
     }
   };
