@@ -156,7 +156,8 @@ function report(
     flops_saving: 1 - flops.pruned / flops.unpruned,
     method: method?.name ?? "none",
     ratio: method && "ratioValue" in method ? (method as { ratioValue: number }).ratioValue : 0,
-    kept_tokens: r.stepInfo.map((s) => s.keptTokens),
+    /** Per attention block: the tokens through its later layers at each step. */
+    kept_tokens: Object.fromEntries(pipe.unet.blocks.map((b) => [b.path, r.stepInfo.map((s) => s.keptTokens[b.path])])),
     output: outputs,
   };
 }
