@@ -2,9 +2,8 @@
 import { join } from "node:path";
 import { AtedmError } from "../errors.js";
 import { componentConfig, hasComponent, readJson, readModelIndex } from "../io/diffusers.js";
-import { attentionBlocks, resolveUNetConfig, type UNetConfig } from "../models/unet.js";
-import { unetFlops, type UNetFlops } from "../metrics/flops.js";
-import { AtEdm } from "../pruning/atedm.js";
+import { resolveUNetConfig, type UNetConfig } from "../models/unet.js";
+import { methodFlops, unetFlops, type UNetFlops } from "../metrics/flops.js";
 import type { PruningMethod } from "../pruning/method.js";
 import { int, parse, type Flags } from "./args.js";
 import { makeMethod, pruningFlags, PRUNING_HELP } from "./pruning_flags.js";
@@ -74,7 +73,7 @@ export async function flopsCommand(argv: string[]): Promise<number> {
     unet_config: v["unet-config"] ?? join(v.model as string, "unet", "config.json"),
     height, width, latent,
     method: method?.name ?? "none",
-    ratio: method && "ratioValue" in method ? (method as AtEdm).ratioValue : 0,
+    ratio: method && "ratioValue" in method ? (method as { ratioValue: number }).ratioValue : 0,
     steps,
     unet_tflops: base.total / 1e12,
     unet_tflops_pruned: pruned / 1e12,
@@ -111,28 +110,9 @@ export async function flopsCommand(argv: string[]): Promise<number> {
   return 0;
 }
 
-/** FLOPs of every step under a method's schedule. */
+/** FLOPs of every step under a method's schedule (AT-EDM or ToMe, see `methodFlops`). */
 export function stepFlops(cfg: UNetConfig, method: PruningMethod, latent: [number, number], steps: number) {
-  const blocks = attentionBlocks(cfg);
-  const lat = { height: latent[0], width: latent[1] };
-  const o = method instanceof AtEdm ? method.graphOptions : undefined;
-  return Array.from({ length: steps }, (_, step) => {
-    const keep: Record<string, number | null> = {};
-    for (const b of blocks) {
-      const r = method.ratio(b, { step, steps });
-      keep[b.path] = r > 0 ? method.keptTokens(b, r, lat) : null;
-    }
-    const flops = unetFlops(cfg, {
-      latent, keep,
-      ...(o ? {
-        iterations: o.score === "column-mean" ? 1 : o.iterations,
-        recovery: o.recovery,
-        score: o.score === "cross-gwpr" ? "cross-attention" : o.score,
-        ...(o.pruningPoint !== "auto" ? { pruningPoint: o.pruningPoint } : {}),
-      } : {}),
-    });
-    return { step, flops };
-  });
+  return Array.from({ length: steps }, (_, step) => ({ step, flops: methodFlops(cfg, method, latent, { step, steps }) }));
 }
 
 function scale(r: Record<string, number>): Record<string, number> {

@@ -16,7 +16,7 @@ import { UNet2DConditionModel, type UNetOutput } from "../models/unet_model.js";
 import { toImageNHWC, VAEDecoder } from "../models/vae.js";
 import { Runtime, type RuntimeOptions } from "../runtime/session.js";
 import { createScheduler, loadSchedulerConfig, type SchedulerName } from "../schedulers/index.js";
-import { unetFlops } from "../metrics/flops.js";
+import { methodFlops, unetFlops } from "../metrics/flops.js";
 import { randn } from "./random.js";
 
 export interface GenerateOptions {
@@ -246,18 +246,14 @@ export class TextToImagePipeline {
   }
 
   /**
-   * Analytic U-Net FLOPs (SPEC convention: batch 1, one call) for a latent of h x w: unpruned, and the mean over
-   * the steps of a generation with the kept-token counts it reported (AT-EDM; other methods count as unpruned
-   * until they report their own counts).
+   * Analytic U-Net FLOPs (SPEC convention: batch 1, one call) for a latent of h x w: unpruned, and per step of a
+   * generation under the installed method (AT-EDM or ToMe, `methodFlops`) with the ratios the steps reported.
    */
   unetFlopsPerStep(h: number, w: number, stepInfo: GenerateResult["stepInfo"]): { unpruned: number; pruned: number; perStep: number[] } {
     const unpruned = unetFlops(this.unet.config, { latent: [h, w] }).total;
-    const perStep = stepInfo.map((s) => {
-      if (this.unet.pruning?.name !== "atedm") return unpruned;
-      const keep: Record<string, number | null> = {};
-      for (const [path, ratio] of Object.entries(s.ratios)) keep[path] = ratio > 0 ? s.keptTokens[path]! : null;
-      return unetFlops(this.unet.config, { latent: [h, w], keep }).total;
-    });
+    const method = this.unet.pruning;
+    const perStep = stepInfo.map((s, step) =>
+      method ? methodFlops(this.unet.config, method, [h, w], { step, steps: stepInfo.length }, { ratios: s.ratios }).total : unpruned);
     const pruned = perStep.length ? perStep.reduce((a, b) => a + b, 0) / perStep.length : unpruned;
     return { unpruned, pruned, perStep };
   }
