@@ -288,9 +288,8 @@ function atedmOverheadFormula(cfg: UNetConfig, latent: [number, number], keep: R
     const score = o.score ?? "gwpr";
     if (score === "gwpr") macs += (K - 1) * N * N; // column mean, then K - 1 products with the head-mean map
     if (score === "gwpr-rms") macs += b.heads * (K - 1) * N * N; // per head
-    // cross-gwpr at the after-attn1 point: layer 1's cross-attention on all N tokens for its map (to_q, QK^T,
-    // and the PV and to_out the graph computes without using them; the text K/V projections are shared).
-    if (score === "cross-gwpr" && point === "after-attn1") macs += 2 * N * C * C + 2 * N * L * C;
+    // cross-gwpr at the after-attn1 point: layer 1's cross-attention map on all N tokens (to_q and QK^T only).
+    if (score === "cross-gwpr" && point === "after-attn1") macs += N * C * C + N * L * C;
     if (o.recovery === "cosine") macs += N * k * C; // every token against the k kept ones
   }
   return 2 * batch * macs;

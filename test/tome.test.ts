@@ -281,6 +281,7 @@ function fakeLayer(g: GraphBuilder, path: string, scale: number): TransformerLay
     norm2: (x) => g.op("Mul", [x, g.constant(1.5)]),
     attn2: (h) => g.op("Tanh", [mix(h, 0.3)]),
     attn2Explicit: () => { throw new Error("unused"); },
+    attn2Probs: () => { throw new Error("unused"); },
     norm3: (x) => g.op("Sub", [x, g.constant(0.2)]),
     ff: (h) => g.op("Tanh", [g.op("Mul", [h, g.constant(2)])]),
   };

@@ -24,10 +24,9 @@
  *   only), each further one a (1 x N) x (N x N) product: (K - 1) N^2 per batch element on the head-mean map
  *   (the head mean: additions), heads (K - 1) N^2 for gwpr-rms (iterated per head); column-mean (K = 1): 0;
  * - cross-attention G-WPR: the score itself is element-wise products and sums (not counted, like norms); at the
- *   after-attn1 point it needs layer 1's cross-attention map on all N tokens, which the graph computes with a
- *   full extra cross-attention: to_q on N, QK^T, and a PV and to_out whose result is unused (its text K/V
- *   projections are the same nodes' work as the later cross-attention's, run once after ONNX Runtime's
- *   common-subexpression elimination). That work is overhead, attributed to those attn2 modules in
+ *   after-attn1 point it needs layer 1's cross-attention map on all N tokens, which the graph computes as the
+ *   map only: to_q on N tokens and QK^T (its text K projection is the same nodes' work as the later
+ *   cross-attention's, run once after ONNX Runtime's common-subexpression elimination). That work is overhead, attributed to those attn2 modules in
  *   `overhead.byModule`;
  * - feature-norm (an L2 norm), random, and recovery by copy (argmax), nearest and zero: no multiply-adds;
  * - recovery by cosine similarity: the (N x C) x (C x k) similarity of every token to the kept ones, N k C.
@@ -293,11 +292,11 @@ export function unetFlops(cfg: UNetConfig, options: UNetFlopsOptions = {}): UNet
     if (kept !== null) {
       let s = 2 * B * scoreMacs(score, N, block.heads, K);
       if ((score === "cross-attention" || score === "cross-gwpr") && point === "after-attn1") {
-        // The cross-attention map of layer 1 on all N tokens, computed by a full extra cross-attention.
+        // The cross-attention map of layer 1 on all N tokens: to_q on N tokens and QK^T (no PV, no to_out).
         const lp = `${path}.transformer_blocks.0.attn2`;
-        // Its text K/V projections are those of layer 1's cross-attention on the kept tokens (ONNX Runtime's
-        // common-subexpression elimination runs them once); its PV and to_out are run but not used.
-        s += addOverhead(`${lp}.to_q`, N * C * C) + addOverhead(lp, 2 * N * L * C) + addOverhead(`${lp}.to_out.0`, N * C * C);
+        // Its text K projection is the one of layer 1's cross-attention on the kept tokens (ONNX Runtime's
+        // common-subexpression elimination runs it once).
+        s += addOverhead(`${lp}.to_q`, N * C * C) + addOverhead(lp, N * L * C);
       }
       const rec = 2 * B * (recovery === "cosine" ? N * k * C : 0);
       overhead.score += s;

@@ -111,7 +111,7 @@ export function attention(
   v: Value,
   heads: number,
   headDim: number,
-  options: { explicitProbs?: boolean; mask?: Value } = {},
+  options: { explicitProbs?: boolean; probsOnly?: boolean; mask?: Value } = {},
 ): AttentionResult {
   const scale = 1 / Math.sqrt(headDim);
   if (!options.explicitProbs) {
@@ -126,5 +126,6 @@ export function attention(
   const scaled = g.op("Mul", [g.op("MatMul", [qh, kt]), g.constant(scale)]);
   const scores = options.mask ? g.op("Add", [scaled, options.mask]) : scaled;
   const probs = g.op("Softmax", [scores], { axis: -1 });
+  if (options.probsOnly) return { out: probs, probs };
   return { out: mergeHeads(g, g.op("MatMul", [probs, vh])), probs };
 }

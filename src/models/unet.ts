@@ -181,6 +181,8 @@ export interface TransformerLayer {
   attn2(h: Value): Value;
   /** Cross-attention computing its probabilities explicitly, (B, heads, N, L). */
   attn2Explicit(h: Value): AttentionResult;
+  /** Only the cross-attention probabilities (B, heads, N, L): no PV, no to_out. */
+  attn2Probs(h: Value): Value;
   norm3(x: Value): Value;
   ff(h: Value): Value;
 }
@@ -307,6 +309,11 @@ export function transformer2D(
         norm2: (v) => layerNorm(g, lp.at("norm2"), v, 1e-5),
         attn2: (h) => crossAttention(lp.at("attn2"), h, false).out,
         attn2Explicit: (h) => crossAttention(lp.at("attn2"), h, true),
+        attn2Probs: (h) => {
+          const a = lp.at("attn2");
+          const k = linear(g, a.at("to_k"), context);
+          return attention(g, linear(g, a.at("to_q"), h), k, k, heads, headDim, { explicitProbs: true, probsOnly: true }).probs!;
+        },
         norm3: (v) => layerNorm(g, lp.at("norm3"), v, 1e-5),
         ff: (h) => {
           // GEGLU: proj gives [hidden | gate]; hidden * gelu(gate), then Linear.

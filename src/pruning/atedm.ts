@@ -152,7 +152,7 @@ export function atedmRunner(options: Partial<AtEdmGraphOptions> = {}): Transform
       }
       x = g.op("Add", [L1.ff(L1.norm3(x)), x]);
     } else if (o.score === "cross-gwpr") {
-      crossProbs = L1.attn2Explicit(L1.norm2(x)).probs;
+      crossProbs = L1.attn2Probs(L1.norm2(x));
     }
     const x1 = x; // the tokens at the pruning point, all N of them
     // Pruning work (ranking, keep set, gathers, recovery) is named under an "atedm" scope, so profiles can
