@@ -1,0 +1,21 @@
+/**
+ * node --import tsx eval/make_prompts.ts
+ *
+ * Writes the alignment prompt files: eval/heldout-one-object.txt (200 one-object captions the training set never
+ * contained: the first 200 held-out captions in the grammar's enumeration order) and eval/two-object.txt
+ * (100 two-object captions drawn with seed 12345). Deterministic: rerunning gives the same files.
+ */
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { allOneObjectCaptions, captionOf, isHeldOut, sampleScene } from "../src/shapes/grammar.js";
+import { Mulberry32 } from "../src/shapes/rng.js";
+
+const here = fileURLToPath(new URL(".", import.meta.url));
+const held = allOneObjectCaptions().filter(isHeldOut).slice(0, 200);
+writeFileSync(join(here, "heldout-one-object.txt"), held.join("\n") + "\n");
+const rng = new Mulberry32(12345);
+const two = new Set<string>();
+while (two.size < 100) two.add(captionOf(sampleScene(rng, { twoObjectFraction: 1 })));
+writeFileSync(join(here, "two-object.txt"), [...two].join("\n") + "\n");
+process.stderr.write(`wrote ${held.length} held-out one-object and ${two.size} two-object prompts\n`);
