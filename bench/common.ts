@@ -110,7 +110,8 @@ export function torchTime(config: string, height: number, width: number, runs: n
 
 export function table(rows: Array<Record<string, string | number>>): string {
   const cols = Object.keys(rows[0] ?? {});
-  const fmt = (v: string | number) => (typeof v === "number" ? (Math.abs(v) >= 100 ? v.toFixed(1) : v.toPrecision(4)) : v);
+  const fmt = (v: string | number) =>
+    typeof v !== "number" ? v : Number.isInteger(v) ? String(v) : Math.abs(v) >= 100 ? v.toFixed(1) : v.toPrecision(4);
   const cells = rows.map((r) => cols.map((c) => String(fmt(r[c] ?? ""))));
   const widths = cols.map((c, i) => Math.max(c.length, ...cells.map((r) => r[i]!.length)));
   const line = (r: string[]) => "| " + r.map((x, i) => x.padEnd(widths[i]!)).join(" | ") + " |";
