@@ -49,25 +49,15 @@ function methodFeeds(cfg: UNetConfig, method: PruningMethod | null, h: number, w
   return feeds;
 }
 
-/** Seconds spent in nodes under the `atedm` scope during one profiled run. */
-async function overheadSeconds(cfg: UNetConfig, weights: Weights, method: PruningMethod, feeds: Record<string, Tensor>): Promise<number> {
-  const dir = mkdtempSync(join(tmpdir(), "atedm-prof-"));
-  const rt = new Runtime({ threads });
-  const base = rt.sessionOptions.bind(rt);
-  rt.sessionOptions = () => ({ ...base(), enableProfiling: true, profileFilePrefix: join(dir, "p") });
-  const s = await session(rt, cfg, weights, method);
-  await s.run(feeds); // warm-up (profiled too; only the last run is summed)
-  const mark = performance.now();
-  await s.run(feeds);
-  (s.inner as unknown as { endProfiling(): void }).endProfiling();
-  await s.release();
-  rt.dispose();
-  const file = readdirSync(dir).find((f) => f.endsWith(".json"))!;
-  const events = JSON.parse(readFileSync(join(dir, file), "utf8")) as Array<{ cat: string; name: string; dur: number; ts: number }>;
-  rmSync(dir, { recursive: true, force: true });
+/**
+ * Seconds spent in nodes under the `atedm` scope in the last run recorded by an ONNX Runtime profile. Every
+ * session of the benchmark is profiled the same way, so the timings stay comparable.
+ */
+function overheadSeconds(profileDir: string): number {
+  const file = readdirSync(profileDir).find((f) => f.endsWith(".json"))!;
+  const events = JSON.parse(readFileSync(join(profileDir, file), "utf8")) as Array<{ cat: string; name: string; dur: number; ts: number }>;
   const runs = events.filter((e) => e.cat === "Session" && e.name === "model_run");
   const last = runs[runs.length - 1]!;
-  void mark;
   return events
     .filter((e) => e.cat === "Node" && e.ts >= last.ts && e.name.includes("/atedm/"))
     .reduce((a, e) => a + e.dur, 0) / 1e6;
@@ -90,6 +80,9 @@ async function benchModel(label: string, cfg: UNetConfig, weights: Weights, h: n
   let unprunedMedian = 0;
   for (const [name, method] of methods) {
     const rt = new Runtime({ threads });
+    const profileDir = mkdtempSync(join(tmpdir(), "atedm-prof-"));
+    const defaults = rt.sessionOptions.bind(rt);
+    rt.sessionOptions = () => ({ ...defaults(), enableProfiling: true, profileFilePrefix: join(profileDir, "p") });
     const s = await session(rt, cfg, weights, method);
     const all = { ...feeds, ...methodFeeds(cfg, method, h, w) };
     await s.run(all);
@@ -99,12 +92,14 @@ async function benchModel(label: string, cfg: UNetConfig, weights: Weights, h: n
       await s.run(all);
       times.push((performance.now() - t) / 1000);
     }
+    (s.inner as unknown as { endProfiling(): void }).endProfiling();
     await s.release();
     rt.dispose();
+    const overhead = method instanceof AtEdm ? overheadSeconds(profileDir) : NaN;
+    rmSync(profileDir, { recursive: true, force: true });
     const med = median(times);
     if (!method) unprunedMedian = med;
     const flops = methodFlops(cfg, method, latent, STEP);
-    const overhead = method instanceof AtEdm ? await overheadSeconds(cfg, weights, method, all) : NaN;
     const ideal = base.total / flops.total;
     rows.push({
       model: label, method: name, runs: n, "median s": med,
