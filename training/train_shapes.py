@@ -1,0 +1,753 @@
+#!/usr/bin/env python3
+"""Train the embedded default model of atedm: a tiny pixel-space text-to-image diffusion model on the synthetic
+"shapes" data set (32x32 RGB, captions from the grammar in src/shapes/grammar.ts).
+
+What it builds:
+  * a CLIP BPE tokenizer for the caption vocabulary (vocab.json + merges.txt in CLIP's format, every caption word is
+    one token `word</w>`, SD-1.5's tokenizer_config.json / special_tokens_map.json, model_max_length 77);
+  * a tiny transformers CLIPTextModel (random init, trained jointly with the UNet);
+  * a diffusers UNet2DConditionModel shaped like SD-XL in miniature, in pixel space (3 -> 3 channels, 32x32):
+    DownBlock2D + CrossAttnDownBlock2D x2 (no attention at 32x32, attention at 16x16 and 8x8), mirrored up blocks,
+    UNetMidBlock2DCrossAttn, several transformer layers per attention block, linear projections;
+  * DDPM training (epsilon prediction, 1000 steps, `linear` betas 1e-4..0.02 as in DDPM's 32x32 models), caption
+    dropped to "" 10 % of the time for classifier-free guidance, AdamW + warmup + cosine, EMA of all weights.
+
+The output folder has the standard diffusers layout of a StableDiffusionPipeline without a VAE:
+  model_index.json, unet/, text_encoder/, tokenizer/, scheduler/ (EulerDiscreteScheduler config).
+
+See training/README.md for the commands. Python is used only for training; the runtime is TypeScript.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import json
+import math
+import os
+import random
+import shutil
+import time
+
+# OpenMP threads that spin while waiting make a 2-thread run ~15x slower as soon as another process takes one of the
+# two cores (measured: 27 s/step instead of 1.7 at nice 19 beside one busy process); passive waiting costs ~5 % when
+# the machine is quiet and keeps ~2.9 s/step under that contention. Must be set before torch loads OpenMP.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+
+# --------------------------------------------------------------------------------------------------------------------
+# Caption grammar (mirrors src/shapes/grammar.ts; the data loader checks every caption against the vocabulary).
+# --------------------------------------------------------------------------------------------------------------------
+COLORS = ["red", "green", "blue", "yellow", "purple", "orange", "white", "black"]
+BACKGROUNDS = ["white", "black", "gray"]
+SHAPES = ["circle", "square", "triangle", "cross"]
+SIZES = ["small", "large"]
+POSITIONS = ["top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right"]
+RELATIONS = ["left of", "right of", "above", "below"]
+TEMPLATE_WORDS = ["a", "at", "the", "on", "background"]
+
+
+def caption_words() -> list[str]:
+    """Every word a caption can contain, in a fixed order (the order fixes the merges and so the token ids)."""
+    words: list[str] = []
+    for group in (TEMPLATE_WORDS, SIZES, COLORS, BACKGROUNDS, SHAPES, POSITIONS, RELATIONS):
+        for phrase in group:
+            for w in phrase.split():
+                if w not in words:
+                    words.append(w)
+    return words
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Tokenizer: CLIP byte-level BPE restricted to the caption vocabulary.
+# --------------------------------------------------------------------------------------------------------------------
+BOS = "<|startoftext|>"
+EOS = "<|endoftext|>"
+MODEL_MAX_LENGTH = 77
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2 / CLIP reversible byte -> printable character table (same insertion order as CLIP's)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, [chr(c) for c in cs]))
+
+
+def _bpe(symbols: list[str], ranks: dict[tuple[str, str], int]) -> list[str]:
+    """CLIP's BPE: repeatedly merge the lowest-ranked adjacent pair (all its occurrences, left to right)."""
+    word = list(symbols)
+    while len(word) > 1:
+        pairs = {(word[i], word[i + 1]) for i in range(len(word) - 1)}
+        best = min(pairs, key=lambda p: ranks.get(p, float("inf")))
+        if best not in ranks:
+            break
+        out: list[str] = []
+        i = 0
+        while i < len(word):
+            if i < len(word) - 1 and (word[i], word[i + 1]) == best:
+                out.append(word[i] + word[i + 1])
+                i += 2
+            else:
+                out.append(word[i])
+                i += 1
+        word = out
+    return word
+
+
+def build_bpe(words: list[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """vocab (token -> id) and merges such that each word becomes the single token `word</w>`.
+
+    Merges are added word by word; a new merge always has the highest rank, so it never changes how an earlier word
+    (already one token) is split."""
+    b2u = bytes_to_unicode()
+    alphabet = list(b2u.values())
+    vocab_list = alphabet + [c + "</w>" for c in alphabet]
+    merges: list[tuple[str, str]] = []
+    ranks: dict[tuple[str, str], int] = {}
+    seen = set(vocab_list)
+    for w in words:
+        chars = [b2u[b] for b in w.encode("utf-8")]
+        symbols = chars[:-1] + [chars[-1] + "</w>"]
+        while True:
+            cur = _bpe(symbols, ranks)
+            if len(cur) == 1:
+                break
+            pair = (cur[0], cur[1])
+            ranks[pair] = len(merges)
+            merges.append(pair)
+            if pair[0] + pair[1] not in seen:
+                seen.add(pair[0] + pair[1])
+                vocab_list.append(pair[0] + pair[1])
+    vocab_list += [BOS, EOS]
+    return {tok: i for i, tok in enumerate(vocab_list)}, merges
+
+
+def write_tokenizer(out_dir: str, words: list[str] | None = None) -> dict[str, int]:
+    """Write vocab.json, merges.txt, tokenizer_config.json, special_tokens_map.json (SD-1.5 style)."""
+    words = words or caption_words()
+    vocab, merges = build_bpe(words)
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "vocab.json"), "w", encoding="utf-8") as f:
+        json.dump(vocab, f, ensure_ascii=False)
+    with open(os.path.join(out_dir, "merges.txt"), "w", encoding="utf-8") as f:
+        f.write("#version: 0.2\n")
+        for a, b in merges:
+            f.write(f"{a} {b}\n")
+
+    def added(content: str) -> dict:
+        return {"content": content, "lstrip": False, "normalized": True, "rstrip": False, "single_word": False}
+
+    special = {"bos_token": added(BOS), "eos_token": added(EOS), "pad_token": EOS, "unk_token": added(EOS)}
+    config = {
+        "add_prefix_space": False,
+        "bos_token": {"__type": "AddedToken", **added(BOS)},
+        "clean_up_tokenization_spaces": True,
+        "do_lower_case": True,
+        "eos_token": {"__type": "AddedToken", **added(EOS)},
+        "errors": "replace",
+        "model_max_length": MODEL_MAX_LENGTH,
+        "pad_token": EOS,
+        "special_tokens_map_file": "./special_tokens_map.json",
+        "tokenizer_class": "CLIPTokenizer",
+        "unk_token": {"__type": "AddedToken", **added(EOS)},
+    }
+    with open(os.path.join(out_dir, "special_tokens_map.json"), "w", encoding="utf-8") as f:
+        json.dump(special, f, indent=2)
+        f.write("\n")
+    with open(os.path.join(out_dir, "tokenizer_config.json"), "w", encoding="utf-8") as f:
+        json.dump(config, f, indent=2)
+        f.write("\n")
+    return vocab
+
+
+def load_tokenizer(tok_dir: str):
+    from transformers import CLIPTokenizer
+
+    return CLIPTokenizer.from_pretrained(tok_dir)
+
+
+def check_tokenizer(tok, words: list[str]) -> None:
+    """Every caption word must be exactly one token `word</w>`; the empty prompt is [bos, eos]."""
+    bad = []
+    for w in words:
+        ids = tok(w, add_special_tokens=False)["input_ids"]
+        if len(ids) != 1 or tok.convert_ids_to_tokens(ids)[0] != w + "</w>":
+            bad.append((w, tok.convert_ids_to_tokens(ids)))
+    if bad:
+        raise SystemExit(f"tokenizer check failed: {bad}")
+    empty = tok("", padding="max_length", max_length=MODEL_MAX_LENGTH, truncation=True)["input_ids"]
+    assert empty[:2] == [tok.bos_token_id, tok.eos_token_id] and len(empty) == MODEL_MAX_LENGTH, empty[:4]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------------------------------
+def load_dataset(data_dir: str) -> tuple[torch.Tensor, list[str]]:
+    from safetensors.torch import load_file
+
+    path = os.path.join(data_dir, "shapes.safetensors")
+    cap_path = os.path.join(data_dir, "captions.json")
+    if not os.path.exists(path) or not os.path.exists(cap_path):
+        raise SystemExit(
+            f"no data in {data_dir}: export it first (see training/README.md), e.g.\n"
+            f"  node bin/atedm.js export-shapes --out {data_dir} --count 100000 --seed 0"
+        )
+    images = load_file(path)["images"]
+    with open(cap_path, encoding="utf-8") as f:
+        captions = json.load(f)
+    if images.dtype != torch.uint8 or images.ndim != 4 or tuple(images.shape[1:]) != (32, 32, 3):
+        raise SystemExit(f"{path}: expected images U8 [N, 32, 32, 3], got {images.dtype} {list(images.shape)}")
+    if not isinstance(captions, list) or len(captions) != images.shape[0]:
+        raise SystemExit(f"{cap_path}: expected a JSON array of {images.shape[0]} captions")
+    vocab = set(caption_words())
+    for c in set(captions):
+        unknown = [w for w in c.split() if w not in vocab]
+        if unknown:
+            raise SystemExit(f"caption outside the vocabulary: {c!r} (unknown words {unknown})")
+    return images, captions
+
+
+def tokenize_all(tok, captions: list[str]) -> torch.Tensor:
+    """[N, 77] int64 ids, padded like the diffusers pipelines (padding=max_length, truncation)."""
+    uniq = sorted(set(captions))
+    ids = tok(uniq, padding="max_length", max_length=MODEL_MAX_LENGTH, truncation=True, return_tensors="pt")["input_ids"]
+    row = {c: i for i, c in enumerate(uniq)}
+    return ids[torch.tensor([row[c] for c in captions])]
+
+
+def to_model_range(batch_u8: torch.Tensor) -> torch.Tensor:
+    """U8 [B, 32, 32, 3] HWC -> float32 [B, 3, 32, 32] in [-1, 1]."""
+    return batch_u8.permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0).contiguous()
+
+
+class Batches:
+    """Seeded epoch-wise shuffling; its whole state goes into the checkpoint so a resumed run sees the same order."""
+
+    def __init__(self, n: int, batch: int, seed: int):
+        self.n, self.batch = n, batch
+        self.gen = torch.Generator().manual_seed(seed)
+        self.perm = torch.randperm(n, generator=self.gen)
+        self.pos = 0
+        self.epoch = 0
+
+    def next(self) -> torch.Tensor:
+        out = []
+        need = self.batch
+        while need > 0:
+            if self.pos >= self.n:
+                self.perm = torch.randperm(self.n, generator=self.gen)
+                self.pos = 0
+                self.epoch += 1
+            take = min(need, self.n - self.pos)
+            out.append(self.perm[self.pos : self.pos + take])
+            self.pos += take
+            need -= take
+        return torch.cat(out)
+
+    def state_dict(self) -> dict:
+        return {"gen": self.gen.get_state(), "perm": self.perm, "pos": self.pos, "epoch": self.epoch}
+
+    def load_state_dict(self, s: dict) -> None:
+        self.gen.set_state(s["gen"])
+        self.perm, self.pos, self.epoch = s["perm"], s["pos"], s["epoch"]
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------------------------------------
+PRESETS = {
+    # UNet block_out_channels, layers_per_block, transformer layers per attention block, heads; text hidden/layers/heads.
+    # fp16 export sizes: s 13.0 MB, m 18.0 MB, l 18.7 MB (limit 20 MB).
+    "s": dict(channels=[32, 64, 128], layers_per_block=1, transformer_layers=2, heads=4, text_hidden=128, text_layers=3, text_heads=4),
+    "m": dict(channels=[32, 64, 160], layers_per_block=1, transformer_layers=2, heads=4, text_hidden=128, text_layers=3, text_heads=4),
+    "l": dict(channels=[32, 64, 128], layers_per_block=2, transformer_layers=2, heads=4, text_hidden=128, text_layers=3, text_heads=4),
+}
+
+
+def model_config(args, vocab: dict[str, int]) -> dict:
+    p = dict(PRESETS[args.preset])
+    for k in ("layers_per_block", "transformer_layers", "heads", "text_hidden", "text_layers", "text_heads"):
+        v = getattr(args, k)
+        if v is not None:
+            p[k] = v
+    if args.channels:
+        p["channels"] = [int(c) for c in args.channels.split(",")]
+    unet = dict(
+        sample_size=32,
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+        up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+        mid_block_type="UNetMidBlock2DCrossAttn",
+        block_out_channels=p["channels"],
+        layers_per_block=p["layers_per_block"],
+        transformer_layers_per_block=p["transformer_layers"],
+        attention_head_dim=p["heads"],  # diffusers' (historical) name for the number of heads
+        cross_attention_dim=p["text_hidden"],
+        use_linear_projection=True,
+        norm_num_groups=args.norm_groups,
+        flip_sin_to_cos=True,
+        freq_shift=0,
+        act_fn="silu",
+    )
+    text = dict(
+        vocab_size=len(vocab),
+        hidden_size=p["text_hidden"],
+        intermediate_size=4 * p["text_hidden"],
+        projection_dim=p["text_hidden"],
+        num_hidden_layers=p["text_layers"],
+        num_attention_heads=p["text_heads"],
+        max_position_embeddings=MODEL_MAX_LENGTH,
+        hidden_act="quick_gelu",
+        bos_token_id=vocab[BOS],
+        eos_token_id=vocab[EOS],
+        pad_token_id=vocab[EOS],
+    )
+    return {"unet": unet, "text_encoder": text}
+
+
+def build_models(cfg: dict):
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    unet = UNet2DConditionModel(**cfg["unet"])
+    text = CLIPTextModel(CLIPTextConfig(**cfg["text_encoder"]))
+    return unet, text
+
+
+def count_params(m: torch.nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+# Noise schedule: DDPM's linear betas for 32x32 pixel models. Terminal SNR ~4e-5 (the image mean does not leak into
+# x_T, unlike scaled_linear's 0.0047 that biases pixel-space samples toward a gray background), while sigma_max ~157
+# keeps epsilon prediction well conditioned for Euler (squaredcos_cap_v2 reaches sigma ~2e4 at t=999).
+SCHEDULE = dict(num_train_timesteps=1000, beta_schedule="linear", beta_start=0.0001, beta_end=0.02, prediction_type="epsilon")
+
+
+def scheduler_config() -> dict:
+    return dict(
+        SCHEDULE,
+        timestep_spacing="trailing",
+        steps_offset=0,
+        interpolation_type="linear",
+        use_karras_sigmas=False,
+    )
+
+
+def alphas_cumprod() -> torch.Tensor:
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(**SCHEDULE).alphas_cumprod.to(torch.float32)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------------------------------
+def lr_at(step: int, trained_s: float, args) -> float:
+    """Linear warmup, then cosine down to min_lr_frac * lr. With --max-minutes the cosine follows whichever budget is
+    further along (steps or training time), so a run cut short by the time budget still ends annealed."""
+    if step < args.warmup:
+        return args.lr * (step + 1) / args.warmup
+    if args.lr_schedule == "constant":
+        return args.lr
+    prog = (step - args.warmup) / max(1, args.steps - args.warmup)
+    if args.max_minutes:
+        prog = max(prog, trained_s / (args.max_minutes * 60))
+    prog = min(1.0, prog)
+    return args.lr * (args.min_lr_frac + (1 - args.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * prog)))
+
+
+def list_checkpoints(ckpt_dir: str) -> list[str]:
+    return sorted(glob.glob(os.path.join(ckpt_dir, "ckpt-*.pt")))
+
+
+def rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def set_rng_state(s: dict) -> None:
+    torch.set_rng_state(s["torch"])
+    np.random.set_state(s["numpy"])
+    random.setstate(s["python"])
+
+
+def save_checkpoint(path: str, state: dict, keep: int) -> None:
+    tmp = path + ".tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    for old in list_checkpoints(os.path.dirname(path))[:-keep]:
+        os.remove(old)
+
+
+def named_trainables(unet, text) -> list[tuple[str, torch.nn.Parameter]]:
+    return [("unet." + n, p) for n, p in unet.named_parameters()] + [("text_encoder." + n, p) for n, p in text.named_parameters()]
+
+
+def train(args) -> None:
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+    random.seed(args.seed)
+    os.makedirs(args.ckpt_dir, exist_ok=True)
+
+    tok_dir = os.path.join(args.ckpt_dir, "tokenizer")
+    vocab = write_tokenizer(tok_dir)
+    tok = load_tokenizer(tok_dir)
+    check_tokenizer(tok, caption_words())
+
+    ckpts = list_checkpoints(args.ckpt_dir) if (args.resume or args.export_only) else []
+    ckpt = torch.load(ckpts[-1], map_location="cpu", weights_only=False) if ckpts else None
+    if args.export_only:
+        if ckpt is None:
+            raise SystemExit(f"--export-only: no checkpoint in {args.ckpt_dir}")
+        print(f"exporting {ckpts[-1]} (step {ckpt['step']})", flush=True)
+        export(ckpt, tok_dir, args.out, args.export_dtype)
+        return
+    if args.resume and ckpt is None:
+        print(f"--resume: no checkpoint in {args.ckpt_dir}, starting fresh", flush=True)
+
+    cfg = ckpt["model_config"] if ckpt else model_config(args, vocab)
+    if ckpt and ckpt["model_config"] != model_config(args, vocab):
+        print("note: resuming with the checkpoint's model config (command-line model flags ignored)", flush=True)
+    unet, text = build_models(cfg)
+    n_unet, n_text = count_params(unet), count_params(text)
+    print(
+        f"UNet {n_unet / 1e6:.3f} M params, text encoder {n_text / 1e6:.3f} M params, "
+        f"fp16 export ~{(n_unet + n_text) * 2 / 1e6:.1f} MB",
+        flush=True,
+    )
+
+    images, captions = load_dataset(args.data)
+    ids = tokenize_all(tok, captions)
+    empty_ids = tok("", padding="max_length", max_length=MODEL_MAX_LENGTH, return_tensors="pt")["input_ids"][0]
+    n = images.shape[0]
+    print(f"data: {n} images from {args.data}, {len(set(captions))} distinct captions", flush=True)
+
+    params = [p for _, p in named_trainables(unet, text)]
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=args.lr,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+    )
+    ema = [p.detach().clone() for p in params]
+    batches = Batches(n, args.batch, args.seed)
+    noise_gen = torch.Generator().manual_seed(args.seed + 1)
+    step, ema_loss, trained_s = 0, None, 0.0
+
+    if ckpt:
+        unet.load_state_dict(ckpt["unet"])
+        text.load_state_dict(ckpt["text_encoder"])
+        opt.load_state_dict(ckpt["optimizer"])
+        for e, v in zip(ema, ckpt["ema"]):
+            e.copy_(v)
+        batches.load_state_dict(ckpt["batches"])
+        noise_gen.set_state(ckpt["noise_gen"])
+        set_rng_state(ckpt["rng"])
+        step, ema_loss, trained_s = ckpt["step"], ckpt["ema_loss"], ckpt["trained_s"]
+        print(f"resumed from {ckpts[-1]} at step {step} ({trained_s / 60:.1f} min trained)", flush=True)
+
+    ab = alphas_cumprod()
+    snr = ab / (1 - ab)
+    # Min-SNR-gamma loss weighting (Hang et al. 2023) for epsilon prediction: w = min(snr, gamma) / snr.
+    weight_t = torch.clamp(snr, max=args.snr_gamma) / snr if args.snr_gamma > 0 else torch.ones_like(snr)
+    sqrt_ab, sqrt_1mab = ab.sqrt(), (1 - ab).sqrt()
+
+    if args.bf16:
+        print("autocast bfloat16 on", flush=True)
+    log_path = os.path.join(args.ckpt_dir, "log.csv")
+    new_log = not os.path.exists(log_path) or step == 0
+    log_f = open(log_path, "w" if new_log else "a", newline="")
+    log = csv.writer(log_f)
+    if new_log:
+        log.writerow(["step", "loss", "ema_loss", "s_per_step", "lr", "trained_min"])
+
+    def make_state() -> dict:
+        return {
+            "step": step,
+            "unet": unet.state_dict(),
+            "text_encoder": text.state_dict(),
+            "optimizer": opt.state_dict(),
+            "ema": [e.clone() for e in ema],
+            "ema_names": [nm for nm, _ in named_trainables(unet, text)],
+            "batches": batches.state_dict(),
+            "noise_gen": noise_gen.get_state(),
+            "rng": rng_state(),
+            "ema_loss": ema_loss,
+            "trained_s": trained_s,
+            "model_config": cfg,
+            "args": vars(args),
+        }
+
+    stop_signal: list[int] = []
+
+    def on_signal(signum, _frame):
+        stop_signal.append(signum)
+
+    import signal
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    unet.train()
+    text.train()
+    last_ckpt = time.time()
+    interval_loss, interval_n, interval_t0 = 0.0, 0, time.time()
+    bench_times: list[float] = []
+    stop_reason = "steps"
+    while step < args.steps:
+        if stop_signal:
+            stop_reason = "signal"
+            break
+        if args.max_minutes and trained_s / 60 >= args.max_minutes:
+            stop_reason = "max-minutes"
+            break
+        t0 = time.time()
+        lr = lr_at(step, trained_s, args)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        idx = batches.next()
+        x0 = to_model_range(images[idx])
+        tok_ids = ids[idx].clone()
+        drop = torch.rand(len(idx), generator=noise_gen) < args.cfg_drop
+        tok_ids[drop] = empty_ids
+        t = torch.randint(0, SCHEDULE["num_train_timesteps"], (len(idx),), generator=noise_gen)
+        noise = torch.randn(x0.shape, generator=noise_gen)
+        xt = sqrt_ab[t].view(-1, 1, 1, 1) * x0 + sqrt_1mab[t].view(-1, 1, 1, 1) * noise
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            cond = text(tok_ids)[0]
+            pred = unet(xt, t, encoder_hidden_states=cond).sample
+        per = F.mse_loss(pred.float(), noise, reduction="none").mean(dim=(1, 2, 3))
+        loss = (per * weight_t[t]).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if args.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, args.grad_clip)
+        opt.step()
+        d = min(args.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - d)
+        step += 1
+        lv = loss.item()
+        if not math.isfinite(lv):
+            raise SystemExit(f"loss is {lv} at step {step}; lower --lr")
+        ema_loss = lv if ema_loss is None else 0.98 * ema_loss + 0.02 * lv
+        dt = time.time() - t0
+        trained_s += dt
+        bench_times.append(dt)
+        interval_loss += lv
+        interval_n += 1
+        if step % args.log_every == 0 or step == args.steps:
+            sps = (time.time() - interval_t0) / interval_n
+            row = [step, f"{interval_loss / interval_n:.5f}", f"{ema_loss:.5f}", f"{sps:.3f}", f"{lr:.3e}", f"{trained_s / 60:.2f}"]
+            log.writerow(row)
+            log_f.flush()
+            left = (args.steps - step) * sps / 60
+            print(
+                f"step {step}/{args.steps} loss {interval_loss / interval_n:.4f} ema {ema_loss:.4f} "
+                f"{sps:.2f} s/step lr {lr:.2e} trained {trained_s / 60:.1f} min, ~{left:.0f} min left",
+                flush=True,
+            )
+            interval_loss, interval_n, interval_t0 = 0.0, 0, time.time()
+        if not args.no_checkpoints and time.time() - last_ckpt >= args.ckpt_minutes * 60:
+            save_checkpoint(os.path.join(args.ckpt_dir, f"ckpt-{step:07d}.pt"), make_state(), args.keep)
+            last_ckpt = time.time()
+            print(f"checkpoint at step {step}", flush=True)
+    log_f.close()
+
+    if args.bench:
+        skip = min(3, len(bench_times) - 1)
+        times = bench_times[skip:]
+        result = {
+            "preset": args.preset,
+            "unet_params": n_unet,
+            "text_params": n_text,
+            "batch": args.batch,
+            "bf16": args.bf16,
+            "threads": args.threads,
+            "steps_timed": len(times),
+            "s_per_step_mean": round(sum(times) / len(times), 4),
+            "s_per_step_median": round(sorted(times)[len(times) // 2], 4),
+            "unet_config": cfg["unet"],
+        }
+        print("BENCH " + json.dumps(result), flush=True)
+        return
+
+    state = make_state()
+    if not args.no_checkpoints:
+        save_checkpoint(os.path.join(args.ckpt_dir, f"ckpt-{step:07d}.pt"), state, args.keep)
+    if stop_reason == "signal":
+        print(f"interrupted at step {step}: checkpoint saved, continue with --resume", flush=True)
+        return
+    print(f"stopped ({stop_reason}) at step {step}, {trained_s / 60:.1f} min trained, EMA loss {ema_loss:.4f}", flush=True)
+    summary = {
+        "step": step,
+        "stop_reason": stop_reason,
+        "trained_min": round(trained_s / 60, 2),
+        "ema_loss": ema_loss,
+        "unet_params": n_unet,
+        "text_params": n_text,
+        "data": os.path.abspath(args.data),
+        "n_images": n,
+    }
+    with open(os.path.join(args.ckpt_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    if not args.no_export:
+        export(state, tok_dir, args.out, args.export_dtype)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Export (standard diffusers layout, EMA weights)
+# --------------------------------------------------------------------------------------------------------------------
+def export(state: dict, tok_dir: str, out: str, export_dtype: str = "fp16") -> None:
+    import diffusers
+    from diffusers import EulerDiscreteScheduler
+
+    unet, text = build_models(state["model_config"])
+    named = named_trainables(unet, text)
+    if [nm for nm, _ in named] != state["ema_names"]:
+        raise SystemExit("checkpoint EMA parameter names do not match the model")
+    with torch.no_grad():
+        for (_, p), e in zip(named, state["ema"]):
+            p.copy_(e)
+    unet.eval()
+    text.eval()
+    dtype = torch.float16 if export_dtype == "fp16" else torch.float32
+
+    tmp = out.rstrip("/") + ".tmp-export"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    unet.to(dtype).save_pretrained(os.path.join(tmp, "unet"), safe_serialization=True)
+    text.to(dtype).save_pretrained(os.path.join(tmp, "text_encoder"), safe_serialization=True)
+    prefix_text_encoder_keys(os.path.join(tmp, "text_encoder", "model.safetensors"))
+    shutil.copytree(tok_dir, os.path.join(tmp, "tokenizer"))
+    EulerDiscreteScheduler(**scheduler_config()).save_pretrained(os.path.join(tmp, "scheduler"))
+    index = {
+        "_class_name": "StableDiffusionPipeline",
+        "_diffusers_version": diffusers.__version__,
+        "feature_extractor": [None, None],
+        "image_encoder": [None, None],
+        "requires_safety_checker": False,
+        "safety_checker": [None, None],
+        "scheduler": ["diffusers", "EulerDiscreteScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": [None, None],
+    }
+    with open(os.path.join(tmp, "model_index.json"), "w") as f:
+        json.dump(index, f, indent=2)
+        f.write("\n")
+    verify_export(tmp, unet, text)
+    if os.path.exists(out):
+        shutil.rmtree(out)
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    os.replace(tmp, out)
+    total = sum(os.path.getsize(p) for p in glob.glob(os.path.join(out, "**", "*"), recursive=True) if os.path.isfile(p))
+    print(f"exported step {state['step']} (EMA weights, {str(dtype).replace('torch.', '')}) to {out}: {total / 1e6:.2f} MB", flush=True)
+
+
+def prefix_text_encoder_keys(path: str) -> None:
+    """transformers 5 saves CLIPTextModel weights as `embeddings.*`, `encoder.*`, `final_layer_norm.*`; every SD
+    checkpoint (and transformers 4, and the TS loader) uses `text_model.embeddings.*` etc. transformers 5 loads both,
+    so write the classic names."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(path, "pt") as f:
+        meta = f.metadata() or {}
+        tensors = {k if k.startswith("text_model.") else "text_model." + k: f.get_tensor(k) for k in f.keys()}
+    save_file(tensors, path, metadata={**meta, "format": "pt"})
+
+
+def verify_export(folder: str, unet, text) -> None:
+    """Reload with the plain diffusers/transformers loaders and compare against the in-memory models."""
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    u2 = UNet2DConditionModel.from_pretrained(os.path.join(folder, "unet"), torch_dtype=torch.float32).eval()
+    t2 = CLIPTextModel.from_pretrained(os.path.join(folder, "text_encoder"), torch_dtype=torch.float32).eval()
+    tok = load_tokenizer(os.path.join(folder, "tokenizer"))
+    check_tokenizer(tok, caption_words())
+    g = torch.Generator().manual_seed(0)
+    ids = tok(["a small red circle at the top left on a white background"], padding="max_length",
+              max_length=MODEL_MAX_LENGTH, return_tensors="pt")["input_ids"]
+    x = torch.randn(1, 3, 32, 32, generator=g)
+    with torch.inference_mode():
+        ref_c = text.float()(ids)[0]
+        ref = unet.float()(x, torch.tensor([500]), encoder_hidden_states=ref_c).sample
+        c = t2(ids)[0]
+        y = u2(x, torch.tensor([500]), encoder_hidden_states=c).sample
+    err_text = (c - ref_c).abs().max().item()
+    if not err_text < 1e-3:
+        raise SystemExit(f"export check failed: reloaded text encoder output differs by {err_text}")
+    err = (y - ref).abs().max().item()
+    if not err < 1e-3:
+        raise SystemExit(f"export check failed: reloaded UNet output differs by {err}")
+
+
+# --------------------------------------------------------------------------------------------------------------------
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=os.path.join(HERE, "data"), help="folder with shapes.safetensors + captions.json")
+    ap.add_argument("--out", default=os.path.join(REPO, "models", "shapes"), help="exported diffusers folder")
+    ap.add_argument("--ckpt-dir", default=os.path.join(HERE, "checkpoints"))
+    ap.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --ckpt-dir (if any)")
+    ap.add_argument("--export-only", action="store_true", help="export the latest checkpoint's EMA weights and exit")
+    ap.add_argument("--steps", type=int, default=4000, help="total optimizer steps (the cosine schedule ends here)")
+    ap.add_argument("--max-minutes", type=float, default=0,
+                    help="training-time budget in minutes, summed over resumed runs: stop (checkpoint + export) when "
+                         "it is spent; the cosine schedule ends by then too")
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr-schedule", choices=["cosine", "constant"], default="cosine")
+    ap.add_argument("--min-lr-frac", type=float, default=0.05, help="cosine floor as a fraction of --lr")
+    ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--weight-decay", type=float, default=0.01)
+    ap.add_argument("--grad-clip", type=float, default=1.0)
+    ap.add_argument("--ema-decay", type=float, default=0.999)
+    ap.add_argument("--snr-gamma", type=float, default=5.0, help="Min-SNR loss weighting; 0 = plain MSE")
+    ap.add_argument("--cfg-drop", type=float, default=0.1, help="probability of training on the empty caption")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast (faster on CPUs with AVX512-BF16)")
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="s")
+    ap.add_argument("--channels", help="UNet block_out_channels, e.g. 32,64,128 (overrides the preset)")
+    ap.add_argument("--layers-per-block", type=int)
+    ap.add_argument("--transformer-layers", type=int)
+    ap.add_argument("--heads", type=int)
+    ap.add_argument("--norm-groups", type=int, default=16)
+    ap.add_argument("--text-hidden", type=int)
+    ap.add_argument("--text-layers", type=int)
+    ap.add_argument("--text-heads", type=int)
+    ap.add_argument("--export-dtype", choices=["fp16", "fp32"], default="fp16")
+    ap.add_argument("--ckpt-minutes", type=float, default=10)
+    ap.add_argument("--keep", type=int, default=2, help="checkpoints kept")
+    ap.add_argument("--log-every", type=int, default=10)
+    ap.add_argument("--no-checkpoints", action="store_true")
+    ap.add_argument("--no-export", action="store_true")
+    ap.add_argument("--bench", action="store_true", help="time --steps steps, print a BENCH json line, write nothing else")
+    args = ap.parse_args(argv)
+    if args.bench:
+        args.no_checkpoints = True
+        args.no_export = True
+    train(args)
+
+
+if __name__ == "__main__":
+    main()
