@@ -55,3 +55,19 @@ for (const model of [TINY_SD, TINY_SDXL]) {
     });
   }
 }
+
+test("same seed, same image (and another seed, another image), with AT-EDM and with ToMe installed", async () => {
+  const { applyAtEdm, applyTome } = await import("../src/pruning/index.js");
+  const pipe = await loadPipeline(TINY_SD, { threads: 2 });
+  for (const apply of [() => applyAtEdm(pipe, { ratio: 0.5 }), () => applyTome(pipe, { ratio: 0.5, useRand: true, seed: 3 })]) {
+    apply();
+    const opts = { prompt: "a red circle", steps: 3, height: 64, width: 64 };
+    const a = await pipe.generate({ ...opts, seed: 42 });
+    const b = await pipe.generate({ ...opts, seed: 42 });
+    const c = await pipe.generate({ ...opts, seed: 43 });
+    assert.deepEqual(a.image, b.image);
+    assert.notDeepEqual(a.image, c.image);
+    assert.deepEqual(a.imageDims, [1, 64, 64, 3]);
+  }
+  await pipe.release();
+});
