@@ -37,7 +37,7 @@ const s = await rt.session(buildUNetGraph(cfg, weights, {
   extraInputs: method ? blocks.flatMap((b) => method.inputs(b)) : [],
 }));
 const feeds = unetFeeds(cfg, latent, latent);
-if (method) for (const b of blocks) Object.assign(feeds, method.feeds(b, 0.5, { height: latent, width: latent }, 1, step));
+if (method) for (const b of blocks) Object.assign(feeds, method.feeds(b, method.ratioValue, { height: latent, width: latent }, 1, step));
 await s.run(feeds);
 await s.run(feeds);
 (s.inner as unknown as { endProfiling(): void }).endProfiling();
@@ -58,5 +58,10 @@ const byOp = sum((e) => e.args?.op_name ?? "?");
 process.stdout.write(`model run ${total.toFixed(3)} s, ${nodes.length} kernels\n\n`);
 process.stdout.write(table(byOp.slice(0, 20).map(([op, t]) => ({ op, seconds: t, share: `${((100 * t) / total).toFixed(1)} %` }))) + "\n\n");
 const byScope = sum((e) => (e.name.includes("/") ? e.name.split("/").slice(0, -1).join("/").replace(/\.transformer_blocks\.\d+.*/, "") : "(top)"));
-process.stdout.write(table(byScope.slice(0, 15).map(([scope, t]) => ({ scope, seconds: t }))) + "\n");
+process.stdout.write(table(byScope.slice(0, 15).map(([scope, t]) => ({ scope, seconds: t }))) + "\n\n");
+const pruning = nodes.filter((e) => e.name.includes("/atedm/"));
+const m = new Map<string, number>();
+for (const e of pruning) m.set(e.args?.op_name ?? "?", (m.get(e.args?.op_name ?? "?") ?? 0) + e.dur / 1e6);
+process.stdout.write(`pruning overhead (ops under the atedm scope): ${pruning.reduce((a, e) => a + e.dur, 0) / 1e6} s\n`);
+process.stdout.write(table([...m].sort((a, b) => b[1] - a[1]).map(([op, t]) => ({ op, seconds: t }))) + "\n");
 rt.dispose();

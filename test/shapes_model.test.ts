@@ -1,0 +1,42 @@
+/**
+ * The embedded default model (models/shapes): diffusers' own sampler (training/sample_shapes.py, same start noise,
+ * Euler, 20 steps, guidance 4) and ours give the same final sample, so a config unlike the fixtures (pixel space,
+ * trailing Euler, depth-2 transformers, F16 weights) runs unchanged; and `atedm generate` with the default model
+ * draws what the prompt says.
+ */
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { readSafetensors } from "../src/io/safetensors.js";
+import { toRGB8 } from "../src/io/png.js";
+import { loadPipeline } from "../src/pipeline/text_to_image.js";
+import { analyzeImage } from "../src/shapes/analyze.js";
+import { assertClose, TOL } from "./helpers/golden.js";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+const MODEL = join(root, "models", "shapes");
+const GOLDEN = join(root, "test", "golden", "shapes-diffusers.safetensors");
+const PROMPT = "a large red circle at the top left on a white background";
+
+test("shapes model: final sample equals diffusers' for the same noise, prompt and sampler", { skip: !existsSync(GOLDEN) && "no golden" }, async () => {
+  const g = readSafetensors(GOLDEN);
+  const pipe = await loadPipeline(MODEL, { threads: 2 });
+  const r = await pipe.generate({ prompt: PROMPT, steps: 20, guidance: 4, latents: g.get("start")!.data as Float32Array });
+  assertClose("final sample", r.latents, g.get("latents")!, TOL.pipeline, r.latentDims);
+  await pipe.release();
+});
+
+test("shapes model: the default generate draws the prompt (analyzer agrees on every attribute for most seeds)", { skip: !existsSync(MODEL) && "no model" }, async () => {
+  const pipe = await loadPipeline(MODEL, { threads: 2 });
+  let ok = 0;
+  for (let seed = 0; seed < 4; seed++) {
+    const r = await pipe.generate({ prompt: PROMPT, seed });
+    const [, H, W] = r.imageDims as [number, number, number];
+    assert.deepEqual([H, W], [32, 32]);
+    if (analyzeImage(toRGB8(r.image, H, W), W, H, PROMPT).allCorrect) ok++;
+  }
+  assert.ok(ok >= 3, `${ok} of 4 seeds drew "${PROMPT}"`);
+  await pipe.release();
+});
