@@ -47,7 +47,8 @@ Model and output
 Sampling
   --negative TEXT          negative prompt (default: none; SD encodes "", SD-XL uses zero embeddings).
   --steps N                denoising steps (default 20).
-  --guidance G             classifier-free guidance scale; <= 1 disables it (default 7.5, SD-XL 5.0).
+  --guidance G             classifier-free guidance scale; <= 1 disables it (default: the model's atedm.json,
+                           else 7.5, SD-XL 5.0; the embedded shapes model uses 4).
   --seed S                 seed of the initial noise, an integer in [0, 2^32) (default 0). Same seed, same image.
   --height H --width W     image size in pixels, multiples of the VAE factor (default: the model's native size).
   --scheduler NAME         ${SCHEDULER_NAMES.join(" | ")} (default euler); betas etc. come from the model's config.

@@ -9,7 +9,7 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { AtedmError } from "../errors.js";
-import { hasComponent, readModelIndex, type ModelIndex } from "../io/diffusers.js";
+import { hasComponent, readJson, readModelIndex, type ModelIndex } from "../io/diffusers.js";
 import { CLIPTextEncoder } from "../models/clip_text.js";
 import { CLIPTokenizer } from "../models/clip_tokenizer.js";
 import { UNet2DConditionModel, type UNetOutput } from "../models/unet_model.js";
@@ -25,7 +25,8 @@ export interface GenerateOptions {
   negativePrompt?: string | null;
   /** Denoising steps. Default 20. */
   steps?: number;
-  /** Classifier-free guidance scale; <= 1 disables guidance. Default 7.5 (SD) / 5.0 (SD-XL). */
+  /** Classifier-free guidance scale; <= 1 disables guidance. Default: the model folder's `atedm.json` "guidance",
+   * else 7.5 (SD) / 5.0 (SD-XL). */
   guidance?: number;
   /** Seed of the initial noise (ignored when `latents` is given). Default 0. */
   seed?: number;
@@ -84,6 +85,8 @@ export class TextToImagePipeline {
     readonly unet: UNet2DConditionModel,
     readonly vae: VAEDecoder | null,
     readonly schedulerConfig: Record<string, unknown>,
+    /** Generation defaults a model folder may recommend in an optional `atedm.json` (e.g. `{ "guidance": 4 }`). */
+    readonly recommended: { guidance?: number } = {},
   ) {}
 
   static async load(dir: string, options: PipelineOptions = {}): Promise<TextToImagePipeline> {
@@ -108,7 +111,8 @@ export class TextToImagePipeline {
       throw new AtedmError(`${dir}: no vae, but the U-Net has ${unet.config.in_channels} input channels (pixel-space models have 3)`);
     }
     const schedulerConfig = loadSchedulerConfig(join(dir, "scheduler", "scheduler_config.json"));
-    return new TextToImagePipeline(dir, index, runtime, tokenizer, textEncoder, tokenizer2, textEncoder2, unet, vae, schedulerConfig);
+    const recommended = existsSync(join(dir, "atedm.json")) ? readJson<{ guidance?: number }>(join(dir, "atedm.json")) : {};
+    return new TextToImagePipeline(dir, index, runtime, tokenizer, textEncoder, tokenizer2, textEncoder2, unet, vae, schedulerConfig, recommended);
   }
 
   get isXL(): boolean {
@@ -121,7 +125,7 @@ export class TextToImagePipeline {
   }
 
   get defaultGuidance(): number {
-    return this.isXL ? 5.0 : 7.5;
+    return this.recommended.guidance ?? (this.isXL ? 5.0 : 7.5);
   }
 
   /**
