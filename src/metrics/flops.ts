@@ -41,6 +41,7 @@
  * `matchTomeRatio` (`matchTomeRatioDetails`) finds the ToMe ratio whose FLOPs are closest to a target (ToMe vs
  * AT-EDM at equal FLOPs).
  */
+import { keepCount } from "../pruning/atedm_reference.js";
 import { attentionBlocks, type AttentionBlockInfo, type UNetConfig } from "../models/unet.js";
 import type { AtEdm } from "../pruning/atedm.js";
 import type { PruningMethod, StepInfo } from "../pruning/method.js";
@@ -164,10 +165,7 @@ export interface UNetFlops {
   latent: [number, number];
 }
 
-/** SPEC step 3: k = max(1, floor((1 - rho) * N + 0.5)). */
-export function keepCount(tokens: number, rho: number): number {
-  return Math.max(1, Math.floor((1 - rho) * tokens + 0.5));
-}
+export { keepCount };
 
 /** The latent size of every U-Net level: level 0 is the latent, each downsampler gives ceil(h / 2). */
 function levelSizes(cfg: UNetConfig, h: number, w: number): Array<[number, number]> {

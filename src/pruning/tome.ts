@@ -48,6 +48,7 @@ import type { GraphBuilder, Value } from "../graph/builder.js";
 import { denseRunner, type AttentionBlockInfo, type TransformerRunner } from "../models/unet.js";
 import { i64, type Tensor } from "../runtime/session.js";
 import { partition, type Partition } from "./tome_reference.js";
+import { Mulberry32 } from "../shapes/rng.js";
 
 export interface TomeOptions {
   /** Fraction of each merged block's tokens removed by merging, r = floor(N * ratio); tomesd's max is 1 - 1/(sx*sy). */
@@ -104,18 +105,13 @@ export interface LatentSize {
 
 /** Seeded stream for use_rand cell positions (mulberry32; not torch's generator). */
 export class TomeRng {
-  private state: number;
+  private readonly stream: Mulberry32;
   constructor(seed: number) {
-    this.state = seed >>> 0;
+    this.stream = new Mulberry32(seed);
   }
   /** Uniform integer in [0, n). */
   nextInt(n: number): number {
-    this.state = (this.state + 0x6d2b79f5) >>> 0;
-    let t = this.state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    const u = ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-    return Math.min(n - 1, Math.floor(u * n));
+    return Math.min(n - 1, Math.floor(this.stream.next() * n));
   }
 }
 
