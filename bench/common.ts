@@ -2,6 +2,8 @@
  * Shared benchmark plumbing: machine description, medians, synthetic checkpoints on disk, U-Net feeds, tables,
  * and the PyTorch reference (training/bench_torch_unet.py) run in the same process tree for same-run ratios.
  */
+import { median } from "../src/metrics/timing.js";
+export { median };
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { cpus, totalmem } from "node:os";
@@ -21,11 +23,6 @@ export function machine(threads: number): string {
   return `${c[0]?.model ?? "unknown CPU"}, ${c.length} cores, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.version}, onnxruntime-node ${ort.env.versions.node}, ${threads} threads`;
 }
 
-export function median(xs: number[]): number {
-  const s = xs.slice().sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
 
 export function loadConfig(name: "sd15" | "sd21" | "sdxl"): UNetConfig {
   const file = join(ROOT, "test", "configs", `${name}-unet.json`);

@@ -1,4 +1,5 @@
 /** `atedm generate`: text to image, optionally with AT-EDM or ToMe pruning. */
+import { median } from "../metrics/timing.js";
 import { mkdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { AtedmError } from "../errors.js";
@@ -131,11 +132,6 @@ export async function generateCommand(argv: string[]): Promise<number> {
   }
 }
 
-function median(xs: number[]): number {
-  const s = xs.slice().sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
 
 function report(
   pipe: TextToImagePipeline,
