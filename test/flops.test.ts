@@ -332,6 +332,21 @@ test("real AT-EDM graphs (every block pruned; ratios 0.5, 0.63; variants) execut
   }
 });
 
+test("AT-EDM graphs read each explicit attention map once for the head mean (score and recovery share it)", () => {
+  // The head mean is a memory-bound pass over B x h x N x N floats (670 MB per SD-XL 64x64 block); the score and
+  // the copy recovery must share one.
+  const at: StepInfo = { step: 0, steps: 1 };
+  for (const v of [{}, { score: "column-mean" }, { score: "gwpr-rms" }, { recovery: "copy-delta" }] as AtEdmOptions[]) {
+    const { g, pruned } = methodGraph(TINY.sdxl, new AtEdm({ ratio: 0.5, schedule: "none", ...v }), [16, 12], at);
+    const probs = new Set(g.nodes.filter((n) => n.op_type === "Softmax").map((n) => n.output[0]!));
+    const overHeads = (n: (typeof g.nodes)[number]) =>
+      JSON.stringify(n.attribute).includes('"name":"axes"') && JSON.stringify(n.attribute).match(/"ints":\[1\]/) !== null;
+    const meansOfProbs = g.nodes.filter((n) => n.op_type === "ReduceMean" && probs.has(n.input[0]!) && overHeads(n));
+    assert.equal(meansOfProbs.length, pruned.length, `${JSON.stringify(v)}: one head mean per pruned block`);
+    assert.equal(new Set(meansOfProbs.map((n) => n.input[0])).size, pruned.length, `${JSON.stringify(v)}: of distinct maps`);
+  }
+});
+
 test("real AT-EDM graphs, other variants and settings (tiny fixtures): score, recovery, damping, CFG, DSAP", () => {
   const variants: AtEdmOptions[] = [
     { score: "column-mean" }, // K = 1: the column mean, no MatMul

@@ -58,10 +58,22 @@ export function resolvePruningPoint(point: PruningPoint, depth: number): "after-
   return point === "auto" ? (depth >= 2 ? "after-layer1" : "after-attn1") : point;
 }
 
-/** Step 2: scores (B, N) from attention probabilities P (B, h, N, N). */
-export function gwprScore(g: GraphBuilder, probs: Value, iterations: number, damping: number, perHead: boolean): Value {
+/**
+ * A = mean over heads of P (B, h, N, N) -> (B, 1, N, N). One memory-bound pass over the whole explicit map (670 MB
+ * for an SD-XL 64x64 block): the largest part of the pruning overhead, so a block computes it once and shares it
+ * between the score and the recovery.
+ */
+export function headMean(g: GraphBuilder, probs: Value): Value {
+  return g.op("ReduceMean", [probs], { axes: [1], keepdims: 1 });
+}
+
+/**
+ * Step 2: scores (B, N) from attention probabilities P (B, h, N, N). `mean` is headMean(P) when the caller already
+ * has it (the head-mean variants then never read P again).
+ */
+export function gwprScore(g: GraphBuilder, probs: Value, iterations: number, damping: number, perHead: boolean, mean?: Value): Value {
   // Work on (B, 1, N, N) (head mean) or (B, h, N, N); s is a row vector (B, *, 1, N) so that s A = A^T s.
-  const A = perHead ? probs : g.op("ReduceMean", [probs], { axes: [1], keepdims: 1 });
+  const A = perHead ? probs : mean ?? headMean(g, probs);
   const n = g.op("Cast", [g.op("Shape", [A], { start: 3, end: 4 })], { to: 1 });
   const damp = (s: Value): Value =>
     damping === 0 ? s : g.op("Add", [g.op("Mul", [s, g.constant(1 - damping)]), g.op("Div", [g.constant(damping), n])]);
@@ -113,12 +125,12 @@ export function recoverySources(g: GraphBuilder, sim: Value, keep: Value, larges
   return g.op("ScatterElements", [src, keep, own], { axis: 1 });
 }
 
-/** Columns of a (B, N, N) map at the kept tokens: (B, N, k). */
+/** Columns of the head-mean map A (B, 1, N, N) at the kept tokens: (B, N, k). */
 function keptColumns(g: GraphBuilder, A: Value, keep: Value): Value {
-  const idx = g.op("Expand", [g.op("Unsqueeze", [keep, g.ints([1])]), g.op("Concat", [
-    g.op("Shape", [A], { start: 0, end: 2 }), g.op("Shape", [keep], { start: 1, end: 2 }),
+  const idx = g.op("Expand", [g.op("Unsqueeze", [keep, g.ints([1, 2])]), g.op("Concat", [
+    g.op("Shape", [A], { start: 0, end: 3 }), g.op("Shape", [keep], { start: 1, end: 2 }),
   ], { axis: 0 })]);
-  return g.op("GatherElements", [A, idx], { axis: 2 });
+  return g.op("Squeeze", [g.op("GatherElements", [A, idx], { axis: 3 }), g.ints([1])]);
 }
 
 /** Conditional-half mask sharing: replace the unconditional half's scores with the conditional half's. */
@@ -158,17 +170,17 @@ export function atedmRunner(options: Partial<AtEdmGraphOptions> = {}): Transform
     // Pruning work (ranking, keep set, gathers, recovery) is named under an "atedm" scope, so profiles can
     // attribute its time (the pruning overhead) separately from the model's own layers.
     const overhead = <T>(fn: () => T): T => g.scope("atedm", fn);
-    const A = overhead(() => g.op("ReduceMean", [a1.probs!], { axes: [1], keepdims: 0 })); // (B, N, N)
+    const A = overhead(() => headMean(g, a1.probs!)); // (B, 1, N, N), computed only if a variant reads it
 
     // Step 2: scores.
     const score = overhead(() => {
       let s: Value;
       switch (o.score) {
         case "gwpr":
-          s = gwprScore(g, a1.probs!, o.iterations, o.damping, false);
+          s = gwprScore(g, a1.probs!, o.iterations, o.damping, false, A);
           break;
         case "column-mean":
-          s = gwprScore(g, a1.probs!, 1, o.damping, false);
+          s = gwprScore(g, a1.probs!, 1, o.damping, false, A);
           break;
         case "gwpr-rms":
           s = gwprScore(g, a1.probs!, o.iterations, o.damping, true);
