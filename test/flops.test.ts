@@ -125,16 +125,17 @@ test("analytic pruned counts: hand-computed blocks", () => {
   assert.equal(b1.pruningPoint, "after-layer1");
   assert.equal(b1.flops, block([[4, 4], [1, 1], [1, 1]], 1));
   assert.equal(dense.total - p.total, b0.flops - b1.flops, "only the pruned block changes");
-  // G-WPR, K = 10: the column mean (additions), then 9 products with the 4 x 4 head-mean map.
-  assert.equal(p.overhead.score, 2 * 9 * N * N);
+  // The head mean (3 heads: a (1 x 3) x (3 x N^2) MatMul), then G-WPR, K = 10: the column mean (additions), then 9
+  // products with the 4 x 4 head-mean map.
+  assert.equal(p.overhead.score, 2 * (3 * N * N + 9 * N * N));
   assert.equal(p.overhead.recovery, 0); // copy: an argmax
   assert.equal(b1.overhead, p.overhead.total);
-  assert.equal(p.totalWithOverhead, p.total + 2 * 9 * N * N);
+  assert.equal(p.totalWithOverhead, p.total + 2 * (3 * N * N + 9 * N * N));
 
   // After layer 1's self-attention: attn1 (with to_out) on 4, its cross-attention and ff on 3, then 3.
   const q = unetFlops(cfg, { latent: [8, 8], keep: { [path]: 3 }, pruningPoint: "after-attn1", recovery: "cosine", iterations: 4 });
   assert.equal(q.byBlock.find((b) => b.path === path)!.flops, block([[4, 3], [3, 3], [3, 3]], 3));
-  assert.equal(q.overhead.score, 2 * 3 * N * N);
+  assert.equal(q.overhead.score, 2 * (3 * N * N + 3 * N * N));
   assert.equal(q.overhead.recovery, 2 * N * 3 * C); // every token against the 3 kept ones, C channels
 
   // Depth-1 block (tiny-sd down_blocks.1.attentions.0 at 4x4 of an 8x8 latent: N = 16, C = 24, text 77 x 32):
@@ -144,7 +145,7 @@ test("analytic pruned counts: hand-computed blocks", () => {
   const [n1, k1, D1] = [16, 5, 32];
   const expected = 2 * 2 * (n1 * C * C + 4 * n1 * C * C + 2 * n1 * n1 * C + k1 * C * C + 2 * 77 * D1 * C + 2 * k1 * 77 * C + k1 * C * C + 12 * k1 * C * C + k1 * C * C);
   assert.deepEqual([b.pruningPoint, b.tokens, b.kept, b.flops], ["after-attn1", n1, k1, expected]);
-  assert.equal(sd.overhead.total, 2 * 2 * 9 * n1 * n1, "per batch element");
+  assert.equal(sd.overhead.total, 2 * 2 * (4 * n1 * n1 + 9 * n1 * n1), "per batch element (4 heads)");
 
   assert.throws(() => unetFlops(cfg, { latent: [8, 8], keep: { [path]: 5 } }), /keeps 5 of 4 tokens/);
 });
@@ -286,6 +287,8 @@ function atedmOverheadFormula(cfg: UNetConfig, latent: [number, number], keep: R
     const C = b.channels;
     const point = o.pruningPoint && o.pruningPoint !== "auto" ? o.pruningPoint : b.depth >= 2 ? "after-layer1" : "after-attn1";
     const score = o.score ?? "gwpr";
+    const recovery = o.recovery ?? "copy";
+    if (score === "gwpr" || score === "column-mean" || recovery === "copy" || recovery === "copy-delta") macs += b.heads * N * N; // the head mean
     if (score === "gwpr") macs += (K - 1) * N * N; // column mean, then K - 1 products with the head-mean map
     if (score === "gwpr-rms") macs += b.heads * (K - 1) * N * N; // per head
     // cross-gwpr at the after-attn1 point: layer 1's cross-attention map on all N tokens (to_q and QK^T only).
@@ -339,11 +342,14 @@ test("AT-EDM graphs read each explicit attention map once for the head mean (sco
   for (const v of [{}, { score: "column-mean" }, { score: "gwpr-rms" }, { recovery: "copy-delta" }] as AtEdmOptions[]) {
     const { g, pruned } = methodGraph(TINY.sdxl, new AtEdm({ ratio: 0.5, schedule: "none", ...v }), [16, 12], at);
     const probs = new Set(g.nodes.filter((n) => n.op_type === "Softmax").map((n) => n.output[0]!));
-    const overHeads = (n: (typeof g.nodes)[number]) =>
-      JSON.stringify(n.attribute).includes('"name":"axes"') && JSON.stringify(n.attribute).match(/"ints":\[1\]/) !== null;
-    const meansOfProbs = g.nodes.filter((n) => n.op_type === "ReduceMean" && probs.has(n.input[0]!) && overHeads(n));
-    assert.equal(meansOfProbs.length, pruned.length, `${JSON.stringify(v)}: one head mean per pruned block`);
-    assert.equal(new Set(meansOfProbs.map((n) => n.input[0])).size, pruned.length, `${JSON.stringify(v)}: of distinct maps`);
+    const reducesHeads = (n: (typeof g.nodes)[number]) =>
+      n.op_type === "ReduceMean" && JSON.stringify(n.attribute).match(/"name":"axes","type":7,"ints":\[1\]/) !== null;
+    assert.deepEqual(g.nodes.filter((n) => reducesHeads(n) && probs.has(n.input[0]!)), [], "no ReduceMean over heads (slow)");
+    // headMean's MatMul reads the map viewed as (B, h, N*N).
+    const flatOf = new Map(g.nodes.filter((n) => n.op_type === "Reshape" && probs.has(n.input[0]!)).map((n) => [n.output[0]!, n.input[0]!]));
+    const means = g.nodes.filter((n) => n.op_type === "MatMul" && n.name.includes("/head_mean/") && flatOf.has(n.input[1]!));
+    assert.equal(means.length, pruned.length, `${JSON.stringify(v)}: one head mean per pruned block`);
+    assert.equal(new Set(means.map((n) => flatOf.get(n.input[1]!))).size, pruned.length, `${JSON.stringify(v)}: of distinct maps`);
   }
 });
 

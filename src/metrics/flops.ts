@@ -20,15 +20,19 @@
  * "copy-delta" runs proj_out on all N tokens (each pruned token's own features plus its source's change).
  * The pruning overhead is a separate line, not in `total`, and counts what src/pruning/atedm.ts executes:
  * - the explicit attention map is attn1's QK^T / PV (model FLOPs, already counted);
+ * - the head mean of the explicit map, h N^2 per batch element (a (1 x h) x (h x N^2) MatMul, faster than a
+ *   ReduceMean), once per block when the score (gwpr, column-mean) or the recovery (copy, copy-delta) reads it:
+ *   under `score` when the score reads it, else under `recovery`;
  * - G-WPR: the first iteration from the uniform vector is the column mean of the map (a ReduceMean, additions
- *   only), each further one a (1 x N) x (N x N) product: (K - 1) N^2 per batch element on the head-mean map
- *   (the head mean: additions), heads (K - 1) N^2 for gwpr-rms (iterated per head); column-mean (K = 1): 0;
+ *   only), each further one a (1 x N) x (N x N) product: (K - 1) N^2 per batch element on the head-mean map,
+ *   heads (K - 1) N^2 for gwpr-rms (iterated per head); column-mean (K = 1): 0;
  * - cross-attention G-WPR: the score itself is element-wise products and sums (not counted, like norms); at the
  *   after-attn1 point it needs layer 1's cross-attention map on all N tokens, which the graph computes as the
  *   map only: to_q on N tokens and QK^T (its text K projection is the same nodes' work as the later
  *   cross-attention's, run once after ONNX Runtime's common-subexpression elimination). That work is overhead, attributed to those attn2 modules in
  *   `overhead.byModule`;
- * - feature-norm (an L2 norm), random, and recovery by copy (argmax), nearest and zero: no multiply-adds;
+ * - feature-norm (an L2 norm), random, and recovery by copy (argmax on the head mean), nearest and zero: no
+ *   further multiply-adds;
  * - recovery by cosine similarity: the (N x C) x (C x k) similarity of every token to the kept ones, N k C.
  *
  * ToMe (tomesd semantics, src/pruning/tome.ts; option `tome`): in a merged block every layer computes its own
@@ -296,7 +300,11 @@ export function unetFlops(cfg: UNetConfig, options: UNetFlopsOptions = {}): UNet
         // common-subexpression elimination runs it once).
         s += addOverhead(`${lp}.to_q`, N * C * C) + addOverhead(lp, N * L * C);
       }
-      const rec = 2 * B * (recovery === "cosine" ? N * k * C : 0);
+      // The head mean of the explicit map (a MatMul, h N^2), computed once when the score or the recovery reads it.
+      const mean = 2 * B * block.heads * N * N;
+      if (score === "gwpr" || score === "column-mean") s += mean;
+      let rec = 2 * B * (recovery === "cosine" ? N * k * C : 0);
+      if (!(score === "gwpr" || score === "column-mean") && (recovery === "copy" || recovery === "copy-delta")) rec += mean;
       overhead.score += s;
       overhead.recovery += rec;
       over = s + rec;
@@ -370,7 +378,7 @@ export function unetFlops(cfg: UNetConfig, options: UNetFlopsOptions = {}): UNet
 function scoreMacs(score: ScoreVariant, N: number, heads: number, K: number): number {
   switch (score) {
     case "gwpr":
-      return (K - 1) * N * N; // on the head-mean map (the mean itself: additions)
+      return (K - 1) * N * N; // on the head-mean map (the mean itself: see the caller)
     case "gwpr-rms":
       return heads * (K - 1) * N * N; // iterated per head
     case "column-mean": // K = 1: the column mean only
