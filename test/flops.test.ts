@@ -125,17 +125,17 @@ test("analytic pruned counts: hand-computed blocks", () => {
   assert.equal(b1.pruningPoint, "after-layer1");
   assert.equal(b1.flops, block([[4, 4], [1, 1], [1, 1]], 1));
   assert.equal(dense.total - p.total, b0.flops - b1.flops, "only the pruned block changes");
-  // The head mean (3 heads: a (1 x 3) x (3 x N^2) MatMul), then G-WPR, K = 10: the column mean (additions), then 9
-  // products with the 4 x 4 head-mean map.
-  assert.equal(p.overhead.score, 2 * (3 * N * N + 9 * N * N));
+  // The head mean (3 heads: a (1 x 3) x (3 x N^2) MatMul), then G-WPR, K = 10: 10 products of a vector with the
+  // 4 x 4 head-mean map (the first from the uniform vector: the column mean).
+  assert.equal(p.overhead.score, 2 * (3 * N * N + 10 * N * N));
   assert.equal(p.overhead.recovery, 0); // copy: an argmax
   assert.equal(b1.overhead, p.overhead.total);
-  assert.equal(p.totalWithOverhead, p.total + 2 * (3 * N * N + 9 * N * N));
+  assert.equal(p.totalWithOverhead, p.total + 2 * (3 * N * N + 10 * N * N));
 
   // After layer 1's self-attention: attn1 (with to_out) on 4, its cross-attention and ff on 3, then 3.
   const q = unetFlops(cfg, { latent: [8, 8], keep: { [path]: 3 }, pruningPoint: "after-attn1", recovery: "cosine", iterations: 4 });
   assert.equal(q.byBlock.find((b) => b.path === path)!.flops, block([[4, 3], [3, 3], [3, 3]], 3));
-  assert.equal(q.overhead.score, 2 * (3 * N * N + 3 * N * N));
+  assert.equal(q.overhead.score, 2 * (3 * N * N + 4 * N * N));
   assert.equal(q.overhead.recovery, 2 * N * 3 * C); // every token against the 3 kept ones, C channels
 
   // Depth-1 block (tiny-sd down_blocks.1.attentions.0 at 4x4 of an 8x8 latent: N = 16, C = 24, text 77 x 32):
@@ -145,7 +145,7 @@ test("analytic pruned counts: hand-computed blocks", () => {
   const [n1, k1, D1] = [16, 5, 32];
   const expected = 2 * 2 * (n1 * C * C + 4 * n1 * C * C + 2 * n1 * n1 * C + k1 * C * C + 2 * 77 * D1 * C + 2 * k1 * 77 * C + k1 * C * C + 12 * k1 * C * C + k1 * C * C);
   assert.deepEqual([b.pruningPoint, b.tokens, b.kept, b.flops], ["after-attn1", n1, k1, expected]);
-  assert.equal(sd.overhead.total, 2 * 2 * (4 * n1 * n1 + 9 * n1 * n1), "per batch element (4 heads)");
+  assert.equal(sd.overhead.total, 2 * 2 * (4 * n1 * n1 + 10 * n1 * n1), "per batch element (4 heads)");
 
   assert.throws(() => unetFlops(cfg, { latent: [8, 8], keep: { [path]: 5 } }), /keeps 5 of 4 tokens/);
 });
@@ -289,8 +289,9 @@ function atedmOverheadFormula(cfg: UNetConfig, latent: [number, number], keep: R
     const score = o.score ?? "gwpr";
     const recovery = o.recovery ?? "copy";
     if (score === "gwpr" || score === "column-mean" || recovery === "copy" || recovery === "copy-delta") macs += b.heads * N * N; // the head mean
-    if (score === "gwpr") macs += (K - 1) * N * N; // column mean, then K - 1 products with the head-mean map
-    if (score === "gwpr-rms") macs += b.heads * (K - 1) * N * N; // per head
+    if (score === "gwpr") macs += K * N * N; // K products with the head-mean map, from the uniform vector
+    if (score === "column-mean") macs += N * N; // one product
+    if (score === "gwpr-rms") macs += b.heads * K * N * N; // per head
     // cross-gwpr at the after-attn1 point: layer 1's cross-attention map on all N tokens (to_q and QK^T only).
     if (score === "cross-gwpr" && point === "after-attn1") macs += N * C * C + N * L * C;
     if (o.recovery === "cosine") macs += N * k * C; // every token against the k kept ones

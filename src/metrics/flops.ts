@@ -23,9 +23,8 @@
  * - the head mean of the explicit map, h N^2 per batch element (a (1 x h) x (h x N^2) MatMul, faster than a
  *   ReduceMean), once per block when the score (gwpr, column-mean) or the recovery (copy, copy-delta) reads it:
  *   under `score` when the score reads it, else under `recovery`;
- * - G-WPR: the first iteration from the uniform vector is the column mean of the map (a ReduceMean, additions
- *   only), each further one a (1 x N) x (N x N) product: (K - 1) N^2 per batch element on the head-mean map,
- *   heads (K - 1) N^2 for gwpr-rms (iterated per head); column-mean (K = 1): 0;
+ * - G-WPR: K (1 x N) x (N x N) products from the uniform vector (the first one is the column mean): K N^2 per
+ *   batch element on the head-mean map, heads K N^2 for gwpr-rms (iterated per head); column-mean (K = 1): N^2;
  * - cross-attention G-WPR: the score itself is element-wise products and sums (not counted, like norms); at the
  *   after-attn1 point it needs layer 1's cross-attention map on all N tokens, which the graph computes as the
  *   map only: to_q on N tokens and QK^T (its text K projection is the same nodes' work as the later
@@ -372,16 +371,17 @@ export function unetFlops(cfg: UNetConfig, options: UNetFlopsOptions = {}): UNet
 }
 
 /**
- * MatMul multiply-adds per batch element of scoring N tokens, as src/pruning/atedm.ts computes them: G-WPR's
- * first iteration from the uniform vector is a column mean (ReduceMean), each further one a vector-map product.
+ * MatMul multiply-adds per batch element of scoring N tokens, as src/pruning/atedm.ts computes them: every G-WPR
+ * iteration, from the uniform vector on, is a vector-map product.
  */
 function scoreMacs(score: ScoreVariant, N: number, heads: number, K: number): number {
   switch (score) {
     case "gwpr":
-      return (K - 1) * N * N; // on the head-mean map (the mean itself: see the caller)
+      return K * N * N; // on the head-mean map (the mean itself: see the caller)
     case "gwpr-rms":
-      return heads * (K - 1) * N * N; // iterated per head
-    case "column-mean": // K = 1: the column mean only
+      return heads * K * N * N; // iterated per head
+    case "column-mean": // K = 1: the column mean only, as one product
+      return N * N;
     case "cross-attention": // u = column mean, s = C u: element-wise products and sums (the map: see the caller)
     case "cross-gwpr":
     case "feature-norm": // an L2 norm
