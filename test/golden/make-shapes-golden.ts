@@ -1,0 +1,42 @@
+/**
+ * Regenerate test/golden/shapes-diffusers.safetensors after models/shapes is retrained:
+ *
+ *   node --import tsx test/golden/make-shapes-golden.ts
+ *
+ * Start noise: atedm's randn(seed 7) as [1, 3, 32, 32]; diffusers samples it with training/sample_shapes.py
+ * (Euler, 20 steps, guidance 4, the prompt of test/shapes_model.test.ts); the golden holds `start` and the final
+ * `latents`. Needs the Python environment of training/README.md (ATEDM_TORCH_PYTHON, default
+ * training/.venv/bin/python; PYTHONPATH with a diffusers snapshot's src/).
+ */
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { randn } from "../../src/pipeline/random.js";
+import { readSafetensors, writeSafetensors } from "../../src/io/safetensors.js";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+const python = process.env.ATEDM_TORCH_PYTHON ?? join(root, "training", ".venv", "bin", "python");
+const GOLDEN_PROMPT = "a large red circle at the top left on a white background";
+
+const dir = mkdtempSync(join(tmpdir(), "atedm-golden-"));
+try {
+  const dims = [1, 3, 32, 32];
+  const start = randn(7, 3 * 32 * 32);
+  writeSafetensors(join(dir, "start.safetensors"), { latents: { data: start, dims } });
+  execFileSync(python, [
+    join(root, "training", "sample_shapes.py"), "--model", join(root, "models", "shapes"), "--prompt", GOLDEN_PROMPT,
+    "--steps", "20", "--guidance", "4", "--latents", join(dir, "start.safetensors"),
+    "--save-latents", join(dir, "final.safetensors"), "--out", join(dir, "grid.png"),
+  ], { stdio: "inherit" });
+  const final = readSafetensors(join(dir, "final.safetensors")).get("latents")!;
+  const out = join(root, "test", "golden", "shapes-diffusers.safetensors");
+  writeSafetensors(out, { start: { data: start, dims }, latents: final }, {
+    producer: "training/sample_shapes.py (diffusers UNet2DConditionModel, transformers CLIPTextModel, EulerDiscreteScheduler)",
+    prompt: GOLDEN_PROMPT, steps: "20", guidance: "4", start: "atedm randn(seed 7), unscaled",
+  });
+  console.log(`wrote ${out}`);
+} finally {
+  rmSync(dir, { recursive: true, force: true });
+}
