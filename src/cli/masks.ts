@@ -25,6 +25,57 @@ export function heatColor(t: number): [number, number, number] {
   return [0, 1, 2].map((c) => Math.round(a[c]! + f * (b[c]! - a[c]!))) as [number, number, number];
 }
 
+/** The kept-token mask and score heat map of one block (conditional element), as RGB8 images over `base`. */
+export interface BlockMask {
+  /** 1 where the token was kept, per token of the block's h x w grid. */
+  kept: Uint8Array;
+  /** The token scores (N). */
+  score: Float32Array;
+  /** The block's token grid. */
+  h: number;
+  w: number;
+  /** RGB8 H x W: `base` with pruned tokens dimmed and tinted red. */
+  mask: Uint8Array;
+  /** RGB8 H x W: the scores, min..max of this block, as a heat map. */
+  heat: Uint8Array;
+}
+
+/** The mask of `block` at one step from the U-Net's extras; undefined when the block was not pruned. */
+export function blockMask(
+  extras: Record<string, Tensor>, block: AttentionBlockInfo, base: Uint8Array, H: number, W: number,
+  latent: { height: number; width: number },
+): BlockMask | undefined {
+  const keepT = extras[keepOutput(block)];
+  const scoreT = extras[scoreOutput(block)];
+  if (!keepT || !scoreT) return undefined;
+  const { height: h, width: w } = blockSize(latent, block.downsample);
+  const [B, k] = keepT.dims as [number, number];
+  const N = h * w;
+  const keepIdx = (keepT.data as BigInt64Array).subarray((B - 1) * k, B * k);
+  const score = (scoreT.data as Float32Array).subarray((B - 1) * N, B * N);
+  const kept = new Uint8Array(N);
+  for (const t of keepIdx) kept[Number(t)] = 1;
+  let lo = Infinity, hi = -Infinity;
+  for (const s of score) { lo = Math.min(lo, s); hi = Math.max(hi, s); }
+  const mask = new Uint8Array(H * W * 3);
+  const heat = new Uint8Array(H * W * 3);
+  for (let y = 0; y < H; y++) {
+    for (let x = 0; x < W; x++) {
+      const t = Math.floor((y * h) / H) * w + Math.floor((x * w) / W);
+      const p = (y * W + x) * 3;
+      if (kept[t]) for (let c = 0; c < 3; c++) mask[p + c] = base[p + c]!;
+      else {
+        mask[p] = Math.round(base[p]! * 0.3 + 120);
+        mask[p + 1] = Math.round(base[p + 1]! * 0.3);
+        mask[p + 2] = Math.round(base[p + 2]! * 0.3);
+      }
+      const [r, g, b] = heatColor(hi > lo ? (score[t]! - lo) / (hi - lo) : 0.5);
+      heat[p] = r; heat[p + 1] = g; heat[p + 2] = b;
+    }
+  }
+  return { kept, score, h, w, mask, heat };
+}
+
 export function saveMasks(
   dir: string,
   steps: StepMasks[],
@@ -38,37 +89,11 @@ export function saveMasks(
   const written: string[] = [];
   for (const { step, extras } of steps) {
     for (const block of blocks) {
-      const keepT = extras[keepOutput(block)];
-      const scoreT = extras[scoreOutput(block)];
-      if (!keepT || !scoreT) continue;
-      const { height: h, width: w } = blockSize(latent, block.downsample);
-      const [B, k] = keepT.dims as [number, number];
-      const N = h * w;
-      const keepIdx = (keepT.data as BigInt64Array).subarray((B - 1) * k, B * k);
-      const score = (scoreT.data as Float32Array).subarray((B - 1) * N, B * N);
-      const kept = new Uint8Array(N);
-      for (const t of keepIdx) kept[Number(t)] = 1;
-      let lo = Infinity, hi = -Infinity;
-      for (const s of score) { lo = Math.min(lo, s); hi = Math.max(hi, s); }
-      const mask = new Uint8Array(H * W * 3);
-      const heat = new Uint8Array(H * W * 3);
-      for (let y = 0; y < H; y++) {
-        for (let x = 0; x < W; x++) {
-          const t = Math.floor((y * h) / H) * w + Math.floor((x * w) / W);
-          const p = (y * W + x) * 3;
-          if (kept[t]) for (let c = 0; c < 3; c++) mask[p + c] = base[p + c]!;
-          else {
-            mask[p] = Math.round(base[p]! * 0.3 + 120);
-            mask[p + 1] = Math.round(base[p + 1]! * 0.3);
-            mask[p + 2] = Math.round(base[p + 2]! * 0.3);
-          }
-          const [r, g, b] = heatColor(hi > lo ? (score[t]! - lo) / (hi - lo) : 0.5);
-          heat[p] = r; heat[p + 1] = g; heat[p + 2] = b;
-        }
-      }
+      const m = blockMask(extras, block, base, H, W, latent);
+      if (!m) continue;
       const stem = `step${String(step).padStart(3, "0")}_${block.path.replace(/\./g, "-")}`;
-      writePng(join(dir, `${stem}_kept.png`), mask, H, W);
-      writePng(join(dir, `${stem}_score.png`), heat, H, W);
+      writePng(join(dir, `${stem}_kept.png`), m.mask, H, W);
+      writePng(join(dir, `${stem}_score.png`), m.heat, H, W);
       written.push(stem);
     }
   }
