@@ -749,7 +749,8 @@ def main(argv=None) -> None:
     ap.add_argument("--prediction-type", choices=["epsilon", "v_prediction"], default="v_prediction",
                     help="what the UNet predicts (a resumed run keeps its checkpoint's)")
     ap.add_argument("--init-from", help="checkpoint whose EMA weights initialise a fresh run (no optimizer state)")
-    ap.add_argument("--snr-gamma", type=float, default=5.0, help="Min-SNR loss weighting; 0 = plain MSE")
+    ap.add_argument("--snr-gamma", type=float, default=0.0,
+                    help="Min-SNR-gamma loss weighting; 0 (default) = plain MSE on the prediction target")
     ap.add_argument("--cfg-drop", type=float, default=0.1, help="probability of training on the empty caption")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
