@@ -23,7 +23,6 @@ export function machine(threads: number): string {
   return `${c[0]?.model ?? "unknown CPU"}, ${c.length} cores, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, node ${process.version}, onnxruntime-node ${ort.env.versions.node}, ${threads} threads`;
 }
 
-
 export function loadConfig(name: "sd15" | "sd21" | "sdxl"): UNetConfig {
   const file = join(ROOT, "test", "configs", `${name}-unet.json`);
   return resolveUNetConfig(JSON.parse(readFileSync(file, "utf8")), file);

@@ -1,10 +1,10 @@
 /** `atedm generate`: text to image, optionally with AT-EDM or ToMe pruning. */
-import { median } from "../metrics/timing.js";
 import { mkdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { AtedmError } from "../errors.js";
 import { readSafetensors, writeSafetensors } from "../io/safetensors.js";
 import { toRGB8, writePng } from "../io/png.js";
+import { median } from "../metrics/timing.js";
 import { loadPipeline, type TextToImagePipeline } from "../pipeline/text_to_image.js";
 import { applyPruning, type PruningMethod } from "../pruning/index.js";
 import { SCHEDULER_NAMES } from "../schedulers/index.js";
@@ -131,7 +131,6 @@ export async function generateCommand(argv: string[]): Promise<number> {
     await pipe.release();
   }
 }
-
 
 function report(
   pipe: TextToImagePipeline,

@@ -301,9 +301,10 @@ export function unetFlops(cfg: UNetConfig, options: UNetFlopsOptions = {}): UNet
       }
       // The head mean of the explicit map (a MatMul, h N^2), computed once when the score or the recovery reads it.
       const mean = 2 * B * block.heads * N * N;
-      if (score === "gwpr" || score === "column-mean") s += mean;
+      const scoreReadsMean = score === "gwpr" || score === "column-mean";
+      if (scoreReadsMean) s += mean;
       let rec = 2 * B * (recovery === "cosine" ? N * k * C : 0);
-      if (!(score === "gwpr" || score === "column-mean") && (recovery === "copy" || recovery === "copy-delta")) rec += mean;
+      if (!scoreReadsMean && (recovery === "copy" || recovery === "copy-delta")) rec += mean;
       overhead.score += s;
       overhead.recovery += rec;
       over = s + rec;

@@ -61,18 +61,23 @@ export function resolvePruningPoint(point: PruningPoint, depth: number): "after-
 /**
  * A = mean over heads of P (B, h, N, N) -> (B, 1, N, N): one pass over the whole explicit map (670 MB for an SD-XL
  * 64x64 block), the largest part of the pruning overhead, so a block computes it once and shares it between the
- * score and the recovery. It runs as a MatMul (1/h ... 1/h) x P viewed as (B, h, N*N): measured ~3x faster than
- * ReduceMean over axis 1 in ONNX Runtime 1.30 on 2 cores (h multiply-adds per entry, counted as overhead).
+ * score and the recovery. It runs as a MatMul (1/h ... 1/h) x P viewed as (B, h, N*N), which ONNX Runtime 1.30
+ * streams faster than a ReduceMean over axis 1 (profile in docs/benchmarks.md); h multiply-adds per entry, counted
+ * as overhead.
  */
 export function headMean(g: GraphBuilder, probs: Value): Value {
   return g.scope("head_mean", () => {
-    const h = g.op("Shape", [probs], { start: 1, end: 2 });
-    const w = g.op("Expand", [g.op("Reciprocal", [g.op("Cast", [g.op("Reshape", [h, g.ints([1, 1])])], { to: 1 })]),
-      g.op("Concat", [g.ints([1]), h], { axis: 0 })]); // (1, h), every entry 1/h
+    const w = uniformRow(g, g.op("Shape", [probs], { start: 1, end: 2 }), 2); // (1, h), every entry 1/h
     const flat = g.op("Reshape", [probs, g.ints([0, 0, -1])]); // (B, h, N*N)
     const shape = g.op("Concat", [g.op("Shape", [probs], { start: 0, end: 1 }), g.ints([1]), g.op("Shape", [probs], { start: 2, end: 4 })], { axis: 0 });
     return g.op("Reshape", [g.op("MatMul", [w, flat]), shape]);
   });
+}
+
+/** A row vector of `rank` dims (1, ..., 1, n), every entry 1/n; `n` is an int64 [1] shape value. */
+function uniformRow(g: GraphBuilder, n: Value, rank: number): Value {
+  const inv = g.op("Reciprocal", [g.op("Cast", [g.op("Reshape", [n, g.ints(new Array(rank).fill(1))])], { to: 1 })]);
+  return g.op("Expand", [inv, g.op("Concat", [g.ints(new Array(rank - 1).fill(1)), n], { axis: 0 })]);
 }
 
 /**
@@ -88,7 +93,7 @@ export function gwprScore(g: GraphBuilder, probs: Value, iterations: number, dam
     damping === 0 ? s : g.op("Add", [g.op("Mul", [s, g.constant(1 - damping)]), g.op("Div", [g.constant(damping), n])]);
   // s0 = (1/N) ones, (1, 1, 1, N); every iteration is a vector-map MatMul (also the first: a column mean as
   // ReduceMean over axis 2 is several times slower in ONNX Runtime than the same product).
-  let s = g.op("Expand", [g.op("Reshape", [g.op("Reciprocal", [n]), g.ints([1, 1, 1, 1])]), g.op("Concat", [g.ints([1, 1, 1]), nInt], { axis: 0 })]);
+  let s = uniformRow(g, nInt, 4);
   for (let k = 0; k < iterations; k++) s = damp(g.op("MatMul", [s, A]));
   if (perHead) {
     // sqrt(mean_h s_h^2)
