@@ -398,6 +398,16 @@ def named_trainables(unet, text) -> list[tuple[str, torch.nn.Parameter]]:
     return [("unet." + n, p) for n, p in unet.named_parameters()] + [("text_encoder." + n, p) for n, p in text.named_parameters()]
 
 
+def load_ema_weights(unet, text, state: dict, what: str) -> None:
+    """Copy a checkpoint's EMA weights into the models (the names must match, in order)."""
+    named = named_trainables(unet, text)
+    if [nm for nm, _ in named] != state["ema_names"]:
+        raise SystemExit(f"{what}: EMA parameter names do not match the model")
+    with torch.no_grad():
+        for (_, p), e in zip(named, state["ema"]):
+            p.copy_(e)
+
+
 def train(args) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -463,12 +473,10 @@ def train(args) -> None:
         # Start from another run's EMA weights (e.g. an epsilon run fine-tuned into v_prediction): weights only; the
         # optimizer, step count, data order and EMA ramp start fresh.
         init = torch.load(args.init_from, map_location="cpu", weights_only=False)
-        if init["ema_names"] != [nm for nm, _ in named_trainables(unet, text)]:
-            raise SystemExit(f"--init-from {args.init_from}: parameters do not match the model")
+        load_ema_weights(unet, text, init, f"--init-from {args.init_from}")
         with torch.no_grad():
-            for p, e, v in zip(params, ema, init["ema"]):
-                p.copy_(v)
-                e.copy_(v)
+            for p, e in zip(params, ema):
+                e.copy_(p)
         print(f"initialised from the EMA weights of {args.init_from} (step {init['step']})", flush=True)
     if ckpt:
         unet.load_state_dict(ckpt["unet"])
@@ -644,12 +652,7 @@ def export(state: dict, tok_dir: str, out: str, export_dtype: str = "fp16") -> N
     from diffusers import EulerDiscreteScheduler
 
     unet, text = build_models(state["model_config"])
-    named = named_trainables(unet, text)
-    if [nm for nm, _ in named] != state["ema_names"]:
-        raise SystemExit("checkpoint EMA parameter names do not match the model")
-    with torch.no_grad():
-        for (_, p), e in zip(named, state["ema"]):
-            p.copy_(e)
+    load_ema_weights(unet, text, state, "checkpoint")
     unet.eval()
     text.eval()
     dtype = torch.float16 if export_dtype == "fp16" else torch.float32
