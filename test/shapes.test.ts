@@ -344,6 +344,20 @@ test("held-out split: 237 of the 1584 one-object captions (>= 200 for the eval),
   }
 });
 
+test("eval prompt files: held-out set never trained on, validation set trainable, all in the grammar", () => {
+  const lines = (f: string) => readFileSync(new URL(`../eval/${f}`, import.meta.url), "utf8").trim().split("\n");
+  const held = lines("heldout-one-object.txt");
+  const val = lines("val-one-object.txt");
+  const two = lines("two-object.txt");
+  assert.deepEqual([held.length, new Set(held).size], [200, 200]);
+  assert.deepEqual([val.length, new Set(val).size], [100, 100]);
+  assert.deepEqual([two.length, new Set(two).size], [100, 100]);
+  for (const c of held) assert.ok(isHeldOut(c) && ONE_TEMPLATE.test(c), c);
+  for (const c of val) assert.ok(!isHeldOut(c) && ONE_TEMPLATE.test(c), c);
+  for (const c of two) assert.ok(TWO_TEMPLATE.test(c), c);
+  for (const c of [...held, ...val, ...two]) assert.equal(captionOf(parseCaption(c)), c);
+});
+
 // Eyeballing aid: ATEDM_SHAPES_PPM=out.ppm writes an 8x8 grid of samples (4x upscaled) as a binary PPM.
 if (process.env.ATEDM_SHAPES_PPM) {
   test("write sample grid PPM", () => {
