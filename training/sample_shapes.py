@@ -37,6 +37,8 @@ def sample(model_dir: str, prompts: list[str], steps: int, guidance: float, seed
     from diffusers import EulerDiscreteScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
+    from train_shapes import unet_input  # the CoordConv maps, exactly as in training
+
     torch.set_num_threads(threads)
     with open(os.path.join(model_dir, "model_index.json")) as f:
         index = json.load(f)
@@ -46,6 +48,9 @@ def sample(model_dir: str, prompts: list[str], steps: int, guidance: float, seed
     text = CLIPTextModel.from_pretrained(os.path.join(model_dir, "text_encoder"), torch_dtype=torch.float32).eval()
     tok = CLIPTokenizer.from_pretrained(os.path.join(model_dir, "tokenizer"))
     sched = EulerDiscreteScheduler.from_pretrained(os.path.join(model_dir, "scheduler"))
+    defaults_path = os.path.join(model_dir, "atedm.json")
+    defaults = json.load(open(defaults_path)) if os.path.exists(defaults_path) else {}
+    coord = int(defaults.get("coord_channels", 0))  # the UNet also reads column/row maps appended to the sample
 
     def encode(texts: list[str]) -> torch.Tensor:
         ids = tok(texts, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt")
@@ -56,7 +61,7 @@ def sample(model_dir: str, prompts: list[str], steps: int, guidance: float, seed
     uncond = encode([""] * n)
     size = unet.config.sample_size
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, unet.config.in_channels, size, size, generator=g)
+    x = torch.randn(n, unet.config.in_channels - coord, size, size, generator=g)
     if latents:  # same meaning as `atedm generate --latents`: the noise before scaling by init_noise_sigma
         from safetensors.torch import load_file
 
@@ -65,7 +70,7 @@ def sample(model_dir: str, prompts: list[str], steps: int, guidance: float, seed
     x = x * sched.init_noise_sigma
     for t in sched.timesteps:
         xin = sched.scale_model_input(torch.cat([x, x]), t)
-        eps = unet(xin, t, encoder_hidden_states=torch.cat([uncond, cond])).sample
+        eps = unet(unet_input(xin, coord), t, encoder_hidden_states=torch.cat([uncond, cond])).sample
         eu, ec = eps.chunk(2)
         x = sched.step(eu + guidance * (ec - eu), t, x).prev_sample
     if save_latents:

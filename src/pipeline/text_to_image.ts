@@ -17,6 +17,7 @@ import { toImageNHWC, VAEDecoder } from "../models/vae.js";
 import { Runtime, type RuntimeOptions } from "../runtime/session.js";
 import { createScheduler, loadSchedulerConfig, type SchedulerName } from "../schedulers/index.js";
 import { methodFlops, unetFlops } from "../metrics/flops.js";
+import { appendCoordChannels, COORD_CHANNELS } from "./coord_channels.js";
 import { randn } from "./random.js";
 
 export interface GenerateOptions {
@@ -73,6 +74,27 @@ export interface GenerateResult {
 
 export interface PipelineOptions extends RuntimeOptions {}
 
+/** A model folder's optional `atedm.json`: generation defaults for atedm (diffusers ignores the file). */
+export interface ModelDefaults {
+  /** Recommended classifier-free guidance scale. */
+  guidance?: number;
+  /** 2: the U-Net reads the sample plus CoordConv column/row maps, which the pipeline appends (coord_channels.ts). */
+  coord_channels?: number;
+}
+
+function loadModelDefaults(dir: string): ModelDefaults {
+  const file = join(dir, "atedm.json");
+  if (!existsSync(file)) return {};
+  const d = readJson<ModelDefaults>(file);
+  if (d.guidance !== undefined && !(typeof d.guidance === "number" && Number.isFinite(d.guidance))) {
+    throw new AtedmError(`${file}: "guidance" must be a number, got ${JSON.stringify(d.guidance)}`);
+  }
+  if (d.coord_channels !== undefined && d.coord_channels !== 0 && d.coord_channels !== COORD_CHANNELS) {
+    throw new AtedmError(`${file}: "coord_channels" must be 0 or ${COORD_CHANNELS}, got ${JSON.stringify(d.coord_channels)}`);
+  }
+  return d;
+}
+
 export class TextToImagePipeline {
   private constructor(
     readonly dir: string,
@@ -86,8 +108,18 @@ export class TextToImagePipeline {
     readonly vae: VAEDecoder | null,
     readonly schedulerConfig: Record<string, unknown>,
     /** Generation defaults a model folder may recommend in an optional `atedm.json` (e.g. `{ "guidance": 4 }`). */
-    readonly recommended: { guidance?: number } = {},
+    readonly recommended: ModelDefaults = {},
   ) {}
+
+  /** Input channels the pipeline appends to the sample (CoordConv maps, `coord_channels` in atedm.json), or 0. */
+  get coordChannels(): number {
+    return this.recommended.coord_channels ?? 0;
+  }
+
+  /** Channels of the denoised sample (latent, or pixels for a pixel-space model). */
+  get sampleChannels(): number {
+    return this.unet.config.in_channels - this.coordChannels;
+  }
 
   static async load(dir: string, options: PipelineOptions = {}): Promise<TextToImagePipeline> {
     if (!existsSync(join(dir, "model_index.json"))) {
@@ -107,11 +139,19 @@ export class TextToImagePipeline {
     }
     if (xl && !textEncoder2) throw new AtedmError(`${dir}: SD-XL U-Net but no text_encoder_2 in model_index.json`);
     const vae = hasComponent(index, "vae") ? await VAEDecoder.load(dir, runtime) : null;
-    if (!vae && unet.config.in_channels !== 3) {
-      throw new AtedmError(`${dir}: no vae, but the U-Net has ${unet.config.in_channels} input channels (pixel-space models have 3)`);
+    const recommended = loadModelDefaults(dir);
+    const coord = recommended.coord_channels ?? 0;
+    const channels = unet.config.in_channels - coord;
+    if (coord && channels !== unet.config.out_channels) {
+      throw new AtedmError(
+        `${join(dir, "atedm.json")}: coord_channels ${coord} needs a U-Net with in_channels = out_channels + ${coord}, ` +
+          `got ${unet.config.in_channels} and ${unet.config.out_channels}`,
+      );
+    }
+    if (!vae && channels !== 3) {
+      throw new AtedmError(`${dir}: no vae, but the U-Net has ${channels} input channels (pixel-space models have 3)`);
     }
     const schedulerConfig = loadSchedulerConfig(join(dir, "scheduler", "scheduler_config.json"));
-    const recommended = existsSync(join(dir, "atedm.json")) ? readJson<{ guidance?: number }>(join(dir, "atedm.json")) : {};
     return new TextToImagePipeline(dir, index, runtime, tokenizer, textEncoder, tokenizer2, textEncoder2, unet, vae, schedulerConfig, recommended);
   }
 
@@ -176,7 +216,7 @@ export class TextToImagePipeline {
     for (const [name, v] of [["height", height], ["width", width]] as const) {
       if (!Number.isInteger(v) || v < f || v % f !== 0) throw new AtedmError(`--${name} must be a positive multiple of ${f}, got ${v}`);
     }
-    const channels = this.unet.config.in_channels;
+    const channels = this.sampleChannels;
     const latentDims = [1, channels, height / f, width / f];
     const n = latentDims.reduce((a, b) => a * b, 1);
     let x: Float32Array;
@@ -208,11 +248,12 @@ export class TextToImagePipeline {
     for (let i = 0; i < T; i++) {
       const ts = performance.now();
       const scaled = scheduler.scaleModelInput(x, i);
-      const sample = cfg ? concat2(scaled, scaled) : scaled;
+      const input = this.coordChannels ? appendCoordChannels(scaled, latentDims) : { data: scaled, dims: latentDims };
+      const sample = cfg ? concat2(input.data, input.data) : input.data;
       const t = scheduler.timesteps[i]!;
       const out = await this.unet.forward(
         {
-          sample, sampleDims: [batch, ...latentDims.slice(1)], timestep: new Float32Array(batch).fill(t),
+          sample, sampleDims: [batch, ...input.dims.slice(1)], timestep: new Float32Array(batch).fill(t),
           encoderHiddenStates: text.hidden.data, encoderDims: text.hidden.dims,
           textEmbeds: text.pooled?.data, timeIds,
         },

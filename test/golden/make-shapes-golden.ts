@@ -1,14 +1,17 @@
 /**
  * Regenerate test/golden/shapes-diffusers.safetensors after models/shapes is retrained:
  *
- *   node --import tsx test/golden/make-shapes-golden.ts
+ *   node --import tsx test/golden/make-shapes-golden.ts [--model DIR] [--out FILE]
  *
+ * (defaults: models/shapes and test/golden/shapes-diffusers.safetensors; the options let a candidate export be
+ * checked against diffusers before it replaces the shipped model.)
  * Start noise: atedm's randn(seed 7) as [1, 3, 32, 32]; diffusers samples it with training/sample_shapes.py
  * (Euler, 20 steps, guidance 4, the prompt of test/shapes_model.test.ts); the golden holds `start` and the final
  * `latents`. Needs the Python environment of training/README.md (ATEDM_TORCH_PYTHON, default
  * training/.venv/bin/python; PYTHONPATH with a diffusers snapshot's src/).
  */
 import { execFileSync } from "node:child_process";
+import { parseArgs } from "node:util";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -19,6 +22,8 @@ import { readSafetensors, writeSafetensors } from "../../src/io/safetensors.js";
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const python = process.env.ATEDM_TORCH_PYTHON ?? join(root, "training", ".venv", "bin", "python");
 const GOLDEN_PROMPT = "a large red circle at the top left on a white background";
+const { values: args } = parseArgs({ options: { model: { type: "string" }, out: { type: "string" } } });
+const model = args.model ?? join(root, "models", "shapes");
 
 const dir = mkdtempSync(join(tmpdir(), "atedm-golden-"));
 try {
@@ -26,12 +31,12 @@ try {
   const start = randn(7, 3 * 32 * 32);
   writeSafetensors(join(dir, "start.safetensors"), { latents: { data: start, dims } });
   execFileSync(python, [
-    join(root, "training", "sample_shapes.py"), "--model", join(root, "models", "shapes"), "--prompt", GOLDEN_PROMPT,
+    join(root, "training", "sample_shapes.py"), "--model", model, "--prompt", GOLDEN_PROMPT,
     "--steps", "20", "--guidance", "4", "--latents", join(dir, "start.safetensors"),
     "--save-latents", join(dir, "final.safetensors"), "--out", join(dir, "grid.png"),
   ], { stdio: "inherit" });
   const final = readSafetensors(join(dir, "final.safetensors")).get("latents")!;
-  const out = join(root, "test", "golden", "shapes-diffusers.safetensors");
+  const out = args.out ?? join(root, "test", "golden", "shapes-diffusers.safetensors");
   writeSafetensors(out, { start: { data: start, dims }, latents: final }, {
     producer: "training/sample_shapes.py (diffusers UNet2DConditionModel, transformers CLIPTextModel, EulerDiscreteScheduler)",
     prompt: GOLDEN_PROMPT, steps: "20", guidance: "4", start: "atedm randn(seed 7), unscaled",
