@@ -69,6 +69,9 @@ def caption_words() -> list[str]:
 # --------------------------------------------------------------------------------------------------------------------
 BOS = "<|startoftext|>"
 EOS = "<|endoftext|>"
+TEXT_POSITIONS = 77  # the text encoder's position table (every CLIP text encoder has 77)
+# Captions are padded to this many tokens (tokenizer_config.json's model_max_length, which diffusers' pipelines and
+# atedm pad to). Set by --max-length; a checkpoint keeps the value it was trained with.
 MODEL_MAX_LENGTH = 77
 
 
@@ -220,8 +223,11 @@ def load_dataset(data_dir: str) -> tuple[torch.Tensor, list[str]]:
 
 
 def tokenize_all(tok, captions: list[str]) -> torch.Tensor:
-    """[N, 77] int64 ids, padded like the diffusers pipelines (padding=max_length, truncation)."""
+    """[N, MODEL_MAX_LENGTH] int64 ids, padded like the diffusers pipelines (padding=max_length, truncation)."""
     uniq = sorted(set(captions))
+    longest = max(len(x) for x in tok(uniq)["input_ids"])
+    if longest > MODEL_MAX_LENGTH:
+        raise SystemExit(f"captions need {longest} tokens, more than --max-length {MODEL_MAX_LENGTH}")
     ids = tok(uniq, padding="max_length", max_length=MODEL_MAX_LENGTH, truncation=True, return_tensors="pt")["input_ids"]
     row = {c: i for i, c in enumerate(uniq)}
     return ids[torch.tensor([row[c] for c in captions])]
@@ -309,7 +315,7 @@ def model_config(args, vocab: dict[str, int]) -> dict:
         projection_dim=p["text_hidden"],
         num_hidden_layers=p["text_layers"],
         num_attention_heads=p["text_heads"],
-        max_position_embeddings=MODEL_MAX_LENGTH,
+        max_position_embeddings=TEXT_POSITIONS,
         hidden_act="quick_gelu",
         bos_token_id=vocab[BOS],
         eos_token_id=vocab[EOS],
@@ -456,13 +462,17 @@ def train(args) -> None:
     random.seed(args.seed)
     os.makedirs(args.ckpt_dir, exist_ok=True)
 
+    ckpts = list_checkpoints(args.ckpt_dir) if (args.resume or args.export_only) else []
+    ckpt = torch.load(ckpts[-1], map_location="cpu", weights_only=False) if ckpts else None
+    global MODEL_MAX_LENGTH
+    MODEL_MAX_LENGTH = ckpt["args"].get("max_length", 77) if ckpt else args.max_length
+    if not 2 <= MODEL_MAX_LENGTH <= TEXT_POSITIONS:
+        raise SystemExit(f"--max-length must be in [2, {TEXT_POSITIONS}], got {MODEL_MAX_LENGTH}")
+
     tok_dir = os.path.join(args.ckpt_dir, "tokenizer")
     vocab = write_tokenizer(tok_dir)
     tok = load_tokenizer(tok_dir)
     check_tokenizer(tok, caption_words())
-
-    ckpts = list_checkpoints(args.ckpt_dir) if (args.resume or args.export_only) else []
-    ckpt = torch.load(ckpts[-1], map_location="cpu", weights_only=False) if ckpts else None
     if ckpt is not None:
         # Checkpoints written before --prediction-type existed were epsilon runs.
         SCHEDULE["prediction_type"] = ckpt["args"].get("prediction_type", "epsilon")
@@ -813,6 +823,10 @@ def main(argv=None) -> None:
     ap.add_argument("--t-high-frac", type=float, default=0.0,
                     help="fraction of each batch whose timestep is drawn from [--t-high-min, 1000) (default 0: uniform)")
     ap.add_argument("--t-high-min", type=int, default=500)
+    ap.add_argument("--max-length", type=int, default=77,
+                    help="tokens every caption is padded to (the tokenizer's model_max_length). With 77, 60+ padding "
+                         "tokens that all carry the same sentence summary took most of the cross-attention; the "
+                         "grammar's longest caption is 14 tokens")
     ap.add_argument("--coord-channels", type=int, choices=[0, 2], default=0,
                     help="2: the UNet also reads column/row coordinate maps (CoordConv); with --init-from a model "
                          "without them, conv_in's new input channels start at zero")

@@ -295,10 +295,11 @@ export class TextToImagePipeline {
    * generation under the installed method (AT-EDM or ToMe, `methodFlops`) with the ratios the steps reported.
    */
   unetFlopsPerStep(h: number, w: number, stepInfo: GenerateResult["stepInfo"]): { unpruned: number; pruned: number; perStep: number[] } {
-    const unpruned = unetFlops(this.unet.config, { latent: [h, w] }).total;
+    const textLength = this.tokenizer.modelMaxLength; // the tokens cross-attention reads (77 for SD)
+    const unpruned = unetFlops(this.unet.config, { latent: [h, w], textLength }).total;
     const method = this.unet.pruning;
     const perStep = stepInfo.map((s, step) =>
-      method ? methodFlops(this.unet.config, method, [h, w], { step, steps: stepInfo.length }, { ratios: s.ratios }).total : unpruned);
+      method ? methodFlops(this.unet.config, method, [h, w], { step, steps: stepInfo.length }, { ratios: s.ratios, textLength }).total : unpruned);
     const pruned = perStep.length ? perStep.reduce((a, b) => a + b, 0) / perStep.length : unpruned;
     return { unpruned, pruned, perStep };
   }
