@@ -480,7 +480,7 @@ test("stepFlops (atedm flops) and unetFlopsPerStep (generate) count ToMe as ToMe
       const keptTokens = Object.fromEntries(blocks.map((b) => [b.path, ratios[b.path]! > 0 ? method.keptTokens(b, ratios[b.path]!, lat) : blockTokens(lat, b.downsample)]));
       return { ratios, keptTokens };
     });
-    const self = { unet: { config: SDXL, pruning: method } } as unknown as TextToImagePipeline;
+    const self = { unet: { config: SDXL, pruning: method }, tokenizer: { modelMaxLength: 77 } } as unknown as TextToImagePipeline;
     const p = TextToImagePipeline.prototype.unetFlopsPerStep.call(self, latent[0], latent[1], stepInfo);
     assert.equal(p.unpruned, dense);
     assert.deepEqual(p.perStep, perStep.map((s) => s.flops.total));

@@ -4,7 +4,7 @@
 
 What it builds:
   * a CLIP BPE tokenizer for the caption vocabulary (vocab.json + merges.txt in CLIP's format, every caption word is
-    one token `word</w>`, SD-1.5's tokenizer_config.json / special_tokens_map.json, model_max_length 77);
+    one token `word</w>`, SD-1.5's tokenizer_config.json / special_tokens_map.json, model_max_length 77 or --max-length);
   * a tiny transformers CLIPTextModel (random init, trained jointly with the UNet);
   * a diffusers UNet2DConditionModel shaped like SD-XL in miniature, in pixel space (3 -> 3 channels, 32x32):
     DownBlock2D + CrossAttnDownBlock2D x2 (no attention at 32x32, attention at 16x16 and 8x8), mirrored up blocks,
