@@ -31,6 +31,8 @@ def main() -> None:
 
     state = torch.load(args.ckpt, map_location="cpu", weights_only=False)
     v_pred = state["args"].get("prediction_type", "epsilon") == "v_prediction"
+    T.MODEL_MAX_LENGTH = T.max_length_of(state)  # pad captions as the checkpoint was trained
+    coord = T.coord_channels_of(state["model_config"])
     tok = T.load_tokenizer(args.tokenizer)
     images, captions = T.load_dataset(args.data)
     idx = torch.randint(0, images.shape[0], (48,), generator=torch.Generator().manual_seed(5))
@@ -50,7 +52,7 @@ def main() -> None:
             xt = ab[t].sqrt() * x0 + (1 - ab[t]).sqrt() * noise
             row = []
             for name, c in [("right", ids), ("shuffled", shuffled), ("empty", empty)]:
-                pred = unet(xt, torch.full((48,), t), encoder_hidden_states=text(c)[0]).sample
+                pred = unet(T.unet_input(xt, coord), torch.full((48,), t), encoder_hidden_states=text(c)[0]).sample
                 if v_pred:
                     x0p = ab[t].sqrt() * xt - (1 - ab[t]).sqrt() * pred
                 else:

@@ -16,7 +16,6 @@ if [[ -z "$prompts" ]]; then
 fi
 step=$(training/.venv/bin/python training/train_shapes.py --export-only --ckpt-dir "$ckpt_dir" --out "$tmp/model" 2>/dev/null \
   | sed -n 's/^exported step \([0-9]*\).*/\1/p')
-cp models/shapes/atedm.json "$tmp/model/"
 node bin/atedm.js eval-alignment --model "$tmp/model" --prompts "$prompts" --seeds 1 --json "$@" \
   | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const r=JSON.parse(s);
       console.log(JSON.stringify({step:Number(process.argv[1]),all_correct:r.all_correct,images:r.images,...r.per_attribute}))})' "$step"

@@ -329,6 +329,11 @@ def coord_channels_of(cfg: dict) -> int:
     return cfg["unet"]["in_channels"] - cfg["unet"]["out_channels"]
 
 
+def max_length_of(state: dict) -> int:
+    """The caption length a checkpoint was trained with (checkpoints from before --max-length used 77)."""
+    return state["args"].get("max_length", 77)
+
+
 def coord_maps(batch: int, size: int = 32) -> torch.Tensor:
     """CoordConv input channels (Liu et al. 2018), appended to the noisy image at every UNet call: channel 0 is the
     column, channel 1 the row, each linspace(-1, 1, size). A convolutional UNet otherwise learns where "top left" is
@@ -465,7 +470,7 @@ def train(args) -> None:
     ckpts = list_checkpoints(args.ckpt_dir) if (args.resume or args.export_only) else []
     ckpt = torch.load(ckpts[-1], map_location="cpu", weights_only=False) if ckpts else None
     global MODEL_MAX_LENGTH
-    MODEL_MAX_LENGTH = ckpt["args"].get("max_length", 77) if ckpt else args.max_length
+    MODEL_MAX_LENGTH = max_length_of(ckpt) if ckpt else args.max_length
     if not 2 <= MODEL_MAX_LENGTH <= TEXT_POSITIONS:
         raise SystemExit(f"--max-length must be in [2, {TEXT_POSITIONS}], got {MODEL_MAX_LENGTH}")
 
