@@ -346,7 +346,9 @@ def coord_maps(batch: int, size: int = 32) -> torch.Tensor:
 
 
 def unet_input(x: torch.Tensor, coord: int) -> torch.Tensor:
-    return torch.cat([x, coord_maps(x.shape[0], x.shape[-1]).to(x.dtype)], 1) if coord else x
+    if not coord:
+        return x
+    return torch.cat([x, coord_maps(x.shape[0], x.shape[-1]).to(device=x.device, dtype=x.dtype)], 1)
 
 
 def build_models(cfg: dict):
@@ -410,10 +412,11 @@ def sample_timesteps(n: int, gen: torch.Generator, args) -> torch.Tensor:
     at t >= 600 were still blank or blobby when the low-noise ones were clean), so this spends more of the gradient
     there. Per-t weighting leaves each timestep's optimum (the conditional mean) unchanged."""
     num = SCHEDULE["num_train_timesteps"]
-    t = torch.randint(0, num, (n,), generator=gen)
+    dev = gen.device
+    t = torch.randint(0, num, (n,), generator=gen, device=dev)
     if args.t_high_frac > 0:
-        high = torch.randint(args.t_high_min, num, (n,), generator=gen)
-        pick = torch.rand(n, generator=gen) < args.t_high_frac
+        high = torch.randint(args.t_high_min, num, (n,), generator=gen, device=dev)
+        pick = torch.rand(n, generator=gen, device=dev) < args.t_high_frac
         t = torch.where(pick, high, t)
     return t
 
@@ -497,7 +500,20 @@ def train(args) -> None:
     cfg = ckpt["model_config"] if ckpt else model_config(args, vocab)
     if ckpt and ckpt["model_config"] != model_config(args, vocab):
         print("note: resuming with the checkpoint's model config (command-line model flags ignored)", flush=True)
+    if ckpt is not None and ckpt.get("light"):
+        raise SystemExit(f"{ckpts[-1]} holds only EMA weights (a --weights-out file): it can be exported or used with "
+                         "--init-from, not resumed")
+    dev = torch.device(args.device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit("--device cuda: PyTorch sees no CUDA device")
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest convolutions once
+        print(f"device: {torch.cuda.get_device_name(dev)}", flush=True)
     unet, text = build_models(cfg)
+    unet.to(dev)
+    text.to(dev)
     n_unet, n_text = count_params(unet), count_params(text)
     print(
         f"UNet {n_unet / 1e6:.3f} M params, text encoder {n_text / 1e6:.3f} M params, "
@@ -510,6 +526,8 @@ def train(args) -> None:
     empty_ids = tok("", padding="max_length", max_length=MODEL_MAX_LENGTH, return_tensors="pt")["input_ids"][0]
     n = images.shape[0]
     print(f"data: {n} images from {args.data}, {len(set(captions))} distinct captions", flush=True)
+    # The whole data set lives on the training device (300 MB as uint8): a batch is one gather, no loader needed.
+    images, ids, empty_ids = images.to(dev), ids.to(dev), empty_ids.to(dev)
 
     params = [p for _, p in named_trainables(unet, text)]
     decay = [p for p in params if p.ndim >= 2]
@@ -522,7 +540,7 @@ def train(args) -> None:
     )
     ema = [p.detach().clone() for p in params]
     batches = Batches(n, args.batch, args.seed)
-    noise_gen = torch.Generator().manual_seed(args.seed + 1)
+    noise_gen = torch.Generator(device=dev).manual_seed(args.seed + 1)
     step, ema_loss, trained_s = 0, None, 0.0
 
     if ckpt is None and args.init_from:
@@ -541,7 +559,10 @@ def train(args) -> None:
         for e, v in zip(ema, ckpt["ema"]):
             e.copy_(v)
         batches.load_state_dict(ckpt["batches"])
-        noise_gen.set_state(ckpt["noise_gen"])
+        if ckpt["args"].get("device", "cpu") == args.device:
+            noise_gen.set_state(ckpt["noise_gen"])
+        else:
+            print(f"note: the checkpoint was trained on {ckpt['args'].get('device', 'cpu')}; noise reseeded", flush=True)
         set_rng_state(ckpt["rng"])
         step, ema_loss, trained_s = ckpt["step"], ckpt["ema_loss"], ckpt["trained_s"]
         print(f"resumed from {ckpts[-1]} at step {step} ({trained_s / 60:.1f} min trained)", flush=True)
@@ -554,7 +575,8 @@ def train(args) -> None:
         weight_t = torch.clamp(snr, max=args.snr_gamma) / (snr + 1 if v_pred else snr)
     else:
         weight_t = torch.ones_like(snr)
-    sqrt_ab, sqrt_1mab = ab.sqrt(), (1 - ab).sqrt()
+    sqrt_ab, sqrt_1mab = ab.sqrt().to(dev), (1 - ab).sqrt().to(dev)
+    weight_t = weight_t.to(dev)
     coord = coord_channels_of(cfg)
 
     if args.bf16:
@@ -598,6 +620,31 @@ def train(args) -> None:
     last_ckpt = time.time()
     interval_loss, interval_n, interval_t0 = 0.0, 0, time.time()
     bench_times: list[float] = []
+    # Losses stay on the device until the next log line (a .item() per step would stall a GPU every step).
+    pending: list[torch.Tensor] = []
+
+    def take_pending() -> None:
+        nonlocal ema_loss, interval_loss
+        if not pending:
+            return
+        for lv in torch.stack(pending).float().tolist():
+            if not math.isfinite(lv):
+                raise SystemExit(f"loss is {lv} at or before step {step}; lower --lr")
+            ema_loss = lv if ema_loss is None else 0.98 * ema_loss + 0.02 * lv
+            interval_loss += lv
+        pending.clear()
+
+    def save_weights() -> None:
+        """--weights-out: the EMA weights alone, in float16 (what the export keeps), ~13 MB instead of ~106 MB."""
+        if not args.weights_out:
+            return
+        light = {k: v for k, v in make_state().items() if k not in ("unet", "text_encoder", "optimizer", "batches")}
+        light["ema"] = [e.detach().to("cpu", torch.float16) for e in ema]
+        light["light"] = True
+        os.makedirs(os.path.dirname(os.path.abspath(args.weights_out)), exist_ok=True)
+        tmp = args.weights_out + ".tmp"
+        torch.save(light, tmp)
+        os.replace(tmp, args.weights_out)
     stop_reason = "steps"
     while step < args.steps:
         if stop_signal:
@@ -610,15 +657,15 @@ def train(args) -> None:
         lr = lr_at(step, trained_s, args)
         for g in opt.param_groups:
             g["lr"] = lr
-        idx = batches.next()
+        idx = batches.next().to(dev)
         x0 = to_model_range(images[idx])
         tok_ids = ids[idx].clone()
-        drop = torch.rand(len(idx), generator=noise_gen) < args.cfg_drop
+        drop = torch.rand(len(idx), generator=noise_gen, device=dev) < args.cfg_drop
         tok_ids[drop] = empty_ids
         t = sample_timesteps(len(idx), noise_gen, args)
-        noise = torch.randn(x0.shape, generator=noise_gen)
+        noise = torch.randn(x0.shape, generator=noise_gen, device=dev)
         xt = sqrt_ab[t].view(-1, 1, 1, 1) * x0 + sqrt_1mab[t].view(-1, 1, 1, 1) * noise
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.bf16):
             cond = text(tok_ids)[0]
             pred = unet(unet_input(xt, coord), t, encoder_hidden_states=cond).sample
         target = sqrt_ab[t].view(-1, 1, 1, 1) * noise - sqrt_1mab[t].view(-1, 1, 1, 1) * x0 if v_pred else noise
@@ -633,16 +680,13 @@ def train(args) -> None:
         with torch.no_grad():
             torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - d)
         step += 1
-        lv = loss.item()
-        if not math.isfinite(lv):
-            raise SystemExit(f"loss is {lv} at step {step}; lower --lr")
-        ema_loss = lv if ema_loss is None else 0.98 * ema_loss + 0.02 * lv
+        pending.append(loss.detach())
         dt = time.time() - t0
         trained_s += dt
         bench_times.append(dt)
-        interval_loss += lv
         interval_n += 1
         if step % args.log_every == 0 or step == args.steps:
+            take_pending()
             sps = (time.time() - interval_t0) / interval_n
             row = [step, f"{interval_loss / interval_n:.5f}", f"{ema_loss:.5f}", f"{sps:.3f}", f"{lr:.3e}", f"{trained_s / 60:.2f}"]
             log.writerow(row)
@@ -654,10 +698,14 @@ def train(args) -> None:
                 flush=True,
             )
             interval_loss, interval_n, interval_t0 = 0.0, 0, time.time()
-        if not args.no_checkpoints and time.time() - last_ckpt >= args.ckpt_minutes * 60:
-            save_checkpoint(os.path.join(args.ckpt_dir, f"ckpt-{step:07d}.pt"), make_state(), args.keep)
+        if (args.weights_out or not args.no_checkpoints) and time.time() - last_ckpt >= args.ckpt_minutes * 60:
+            take_pending()
+            if not args.no_checkpoints:
+                save_checkpoint(os.path.join(args.ckpt_dir, f"ckpt-{step:07d}.pt"), make_state(), args.keep)
+            save_weights()
             last_ckpt = time.time()
             print(f"checkpoint at step {step}", flush=True)
+    take_pending()
     log_f.close()
 
     if args.bench:
@@ -679,6 +727,7 @@ def train(args) -> None:
         return
 
     state = make_state()
+    save_weights()
     if not args.no_checkpoints:
         save_checkpoint(os.path.join(args.ckpt_dir, f"ckpt-{step:07d}.pt"), state, args.keep)
     if stop_reason == "signal":
@@ -838,7 +887,10 @@ def main(argv=None) -> None:
     ap.add_argument("--cfg-drop", type=float, default=0.1, help="probability of training on the empty caption")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast (faster on CPUs with AVX512-BF16)")
+    ap.add_argument("--bf16", action="store_true", help="bfloat16 autocast (faster on GPUs and on CPUs with AVX512-BF16)")
+    ap.add_argument("--device", default="cpu", help="torch device to train on, e.g. cuda (default cpu)")
+    ap.add_argument("--weights-out", help="also write the EMA weights alone (float16, ~13 MB) to this file at every "
+                                          "checkpoint interval and at the end; exportable, usable with --init-from")
     ap.add_argument("--preset", choices=sorted(PRESETS), default="s")
     ap.add_argument("--channels", help="UNet block_out_channels, e.g. 32,64,128 (overrides the preset)")
     ap.add_argument("--layers-per-block", type=int)
