@@ -523,11 +523,16 @@ def train(args) -> None:
 
     images, captions = load_dataset(args.data)
     ids = tokenize_all(tok, captions)
+    # --omit-size-frac: the same captions without their size word (one-object captions only; two-object captions
+    # name no size). The rows of two-object captions are left as they are and never picked.
+    one_object = torch.tensor([c.split()[1] in SIZES for c in captions])
+    ids_no_size = tokenize_all(tok, [" ".join(w for i, w in enumerate(c.split()) if not (i == 1 and w in SIZES)) for c in captions])
     empty_ids = tok("", padding="max_length", max_length=MODEL_MAX_LENGTH, return_tensors="pt")["input_ids"][0]
     n = images.shape[0]
     print(f"data: {n} images from {args.data}, {len(set(captions))} distinct captions", flush=True)
     # The whole data set lives on the training device (300 MB as uint8): a batch is one gather, no loader needed.
     images, ids, empty_ids = images.to(dev), ids.to(dev), empty_ids.to(dev)
+    ids_no_size, one_object = ids_no_size.to(dev), one_object.to(dev)
 
     params = [p for _, p in named_trainables(unet, text)]
     decay = [p for p in params if p.ndim >= 2]
@@ -660,6 +665,9 @@ def train(args) -> None:
         idx = batches.next().to(dev)
         x0 = to_model_range(images[idx])
         tok_ids = ids[idx].clone()
+        if args.omit_size_frac > 0:
+            omit = (torch.rand(len(idx), generator=noise_gen, device=dev) < args.omit_size_frac) & one_object[idx]
+            tok_ids[omit] = ids_no_size[idx][omit]
         drop = torch.rand(len(idx), generator=noise_gen, device=dev) < args.cfg_drop
         tok_ids[drop] = empty_ids
         t = sample_timesteps(len(idx), noise_gen, args)
@@ -884,6 +892,10 @@ def main(argv=None) -> None:
     ap.add_argument("--coord-channels", type=int, choices=[0, 2], default=0,
                     help="2: the UNet also reads column/row coordinate maps (CoordConv); with --init-from a model "
                          "without them, conv_in's new input channels start at zero")
+    ap.add_argument("--omit-size-frac", type=float, default=0.0,
+                    help="probability of training a one-object image on its caption without the size word, so that "
+                         "'a red circle at the top left on a white background' means one object of either size "
+                         "(without it, 'a red circle ...' reads as the start of a two-object caption)")
     ap.add_argument("--cfg-drop", type=float, default=0.1, help="probability of training on the empty caption")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
