@@ -24,7 +24,8 @@ import { applyAtEdm } from "../src/pruning/index.js";
 import type { RecoveryVariant } from "../src/pruning/atedm.js";
 import { PALETTE, parseCaption } from "../src/shapes/grammar.js";
 import { toRGB8, writePng } from "../src/io/png.js";
-import { blockMask, heatColor, type StepMasks } from "../src/cli/masks.js";
+import { blockMask, dimPruned, heatImage, type StepMasks } from "../src/cli/masks.js";
+import { keepCount, keepSet } from "../src/pruning/atedm_reference.js";
 
 const { values: v } = parseArgs({
   options: {
@@ -38,15 +39,6 @@ const ratio = Number(v.ratio);
 const rankRatio = v["rank-ratio"] === undefined ? undefined : Number(v["rank-ratio"]);
 if (rankRatio !== undefined && !(rankRatio >= 0 && rankRatio < 1)) throw new Error(`--rank-ratio must be in [0, 1), got ${v["rank-ratio"]}`);
 
-/** The SPEC's keep set for ratio r: the k = max(1, floor((1 - r) N + 0.5)) highest scores, ties to the lower index. */
-function wouldKeep(score: Float32Array, r: number): Uint8Array {
-  const N = score.length;
-  const k = Math.max(1, Math.floor((1 - r) * N + 0.5));
-  const order = Array.from({ length: N }, (_, i) => i).sort((a, b) => score[b]! - score[a]! || a - b);
-  const keep = new Uint8Array(N);
-  for (const i of order.slice(0, k)) keep[i] = 1;
-  return keep;
-}
 const steps = Number(v.steps);
 const prompts = readFileSync(v.prompts!, "utf8").split("\n").map((l) => l.trim()).filter((l) => l && !l.startsWith("#"))
   .slice(0, Number(v.count));
@@ -68,30 +60,19 @@ const phaseOf = (step: number) => {
   const lo = Math.ceil((third * steps) / 3), hi = Math.ceil(((third + 1) * steps) / 3) - 1;
   return `steps ${lo}-${hi}`;
 };
-/** `base` with the tokens not in `kept` dimmed and tinted red (as --save-masks draws them). */
-function dimPruned(base: Uint8Array, kept: Uint8Array, h: number, w: number, H: number, W: number): Uint8Array {
-  const out = new Uint8Array(base);
-  for (let y = 0; y < H; y++) for (let x = 0; x < W; x++) {
-    if (kept[Math.floor((y * h) / H) * w + Math.floor((x * w) / W)]) continue;
-    const p = (y * W + x) * 3;
-    out[p] = Math.round(base[p]! * 0.3 + 120);
-    out[p + 1] = Math.round(base[p + 1]! * 0.3);
-    out[p + 2] = Math.round(base[p + 2]! * 0.3);
-  }
-  return out;
-}
 /** The scores as a heat map by rank (dark = lowest, yellow = highest): top-k keeps the upper colours. */
 function rankHeat(score: Float32Array, h: number, w: number, H: number, W: number): Uint8Array {
   const N = score.length;
   const order = Array.from({ length: N }, (_, i) => i).sort((a, b) => score[a]! - score[b]! || b - a);
   const rank = new Float32Array(N);
   order.forEach((t, r) => { rank[t] = r / Math.max(1, N - 1); });
-  const out = new Uint8Array(H * W * 3);
-  for (let y = 0; y < H; y++) for (let x = 0; x < W; x++) {
-    const c = heatColor(rank[Math.floor((y * h) / H) * w + Math.floor((x * w) / W)]!);
-    out.set(c, (y * W + x) * 3);
-  }
-  return out;
+  return heatImage(rank, h, w, H, W);
+}
+/** The SPEC's keep set at ratio r as a 0/1 mask over the block's tokens. */
+function wouldKeep(score: Float32Array, r: number): Uint8Array {
+  const keep = new Uint8Array(score.length);
+  for (const i of keepSet(score, keepCount(score.length, r))) keep[i] = 1;
+  return keep;
 }
 /** --image: per 16x16 block at the middle step of the first prompt, [image, kept tokens, score ranks]. */
 const panels: Array<{ path: string; images: Uint8Array[] }> = [];

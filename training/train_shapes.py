@@ -435,10 +435,15 @@ def set_rng_state(s: dict) -> None:
     random.setstate(s["python"])
 
 
-def save_checkpoint(path: str, state: dict, keep: int) -> None:
+def atomic_save(obj, path: str) -> None:
+    """torch.save through a temporary file, so a reader (or a killed run) never sees half a file."""
     tmp = path + ".tmp"
-    torch.save(state, tmp)
+    torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+def save_checkpoint(path: str, state: dict, keep: int) -> None:
+    atomic_save(state, path)
     for old in list_checkpoints(os.path.dirname(path))[:-keep]:
         os.remove(old)
 
@@ -525,14 +530,16 @@ def train(args) -> None:
     ids = tokenize_all(tok, captions)
     # --omit-size-frac: the same captions without their size word (one-object captions only; two-object captions
     # name no size). The rows of two-object captions are left as they are and never picked.
-    one_object = torch.tensor([c.split()[1] in SIZES for c in captions])
-    ids_no_size = tokenize_all(tok, [" ".join(w for i, w in enumerate(c.split()) if not (i == 1 and w in SIZES)) for c in captions])
+    if args.omit_size_frac > 0:
+        one_object = torch.tensor([c.split()[1] in SIZES for c in captions])
+        ids_no_size = tokenize_all(tok, [" ".join(w for i, w in enumerate(c.split()) if not (i == 1 and w in SIZES)) for c in captions])
     empty_ids = tok("", padding="max_length", max_length=MODEL_MAX_LENGTH, return_tensors="pt")["input_ids"][0]
     n = images.shape[0]
     print(f"data: {n} images from {args.data}, {len(set(captions))} distinct captions", flush=True)
     # The whole data set lives on the training device (300 MB as uint8): a batch is one gather, no loader needed.
     images, ids, empty_ids = images.to(dev), ids.to(dev), empty_ids.to(dev)
-    ids_no_size, one_object = ids_no_size.to(dev), one_object.to(dev)
+    if args.omit_size_frac > 0:
+        ids_no_size, one_object = ids_no_size.to(dev), one_object.to(dev)
 
     params = [p for _, p in named_trainables(unet, text)]
     decay = [p for p in params if p.ndim >= 2]
@@ -639,17 +646,15 @@ def train(args) -> None:
             interval_loss += lv
         pending.clear()
 
-    def save_weights() -> None:
+    def save_weights(state: dict) -> None:
         """--weights-out: the EMA weights alone, in float16 (what the export keeps), ~13 MB instead of ~106 MB."""
         if not args.weights_out:
             return
-        light = {k: v for k, v in make_state().items() if k not in ("unet", "text_encoder", "optimizer", "batches")}
-        light["ema"] = [e.detach().to("cpu", torch.float16) for e in ema]
+        light = {k: v for k, v in state.items() if k not in ("unet", "text_encoder", "optimizer", "batches")}
+        light["ema"] = [e.detach().to("cpu", torch.float16) for e in state["ema"]]
         light["light"] = True
         os.makedirs(os.path.dirname(os.path.abspath(args.weights_out)), exist_ok=True)
-        tmp = args.weights_out + ".tmp"
-        torch.save(light, tmp)
-        os.replace(tmp, args.weights_out)
+        atomic_save(light, args.weights_out)
     stop_reason = "steps"
     while step < args.steps:
         if stop_signal:
@@ -708,9 +713,10 @@ def train(args) -> None:
             interval_loss, interval_n, interval_t0 = 0.0, 0, time.time()
         if (args.weights_out or not args.no_checkpoints) and time.time() - last_ckpt >= args.ckpt_minutes * 60:
             take_pending()
+            state = make_state()
             if not args.no_checkpoints:
-                save_checkpoint(os.path.join(args.ckpt_dir, f"ckpt-{step:07d}.pt"), make_state(), args.keep)
-            save_weights()
+                save_checkpoint(os.path.join(args.ckpt_dir, f"ckpt-{step:07d}.pt"), state, args.keep)
+            save_weights(state)
             last_ckpt = time.time()
             print(f"checkpoint at step {step}", flush=True)
     take_pending()
@@ -735,7 +741,7 @@ def train(args) -> None:
         return
 
     state = make_state()
-    save_weights()
+    save_weights(state)
     if not args.no_checkpoints:
         save_checkpoint(os.path.join(args.ckpt_dir, f"ckpt-{step:07d}.pt"), state, args.keep)
     if stop_reason == "signal":

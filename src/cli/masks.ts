@@ -57,23 +57,32 @@ export function blockMask(
   for (const t of keepIdx) kept[Number(t)] = 1;
   let lo = Infinity, hi = -Infinity;
   for (const s of score) { lo = Math.min(lo, s); hi = Math.max(hi, s); }
-  const mask = new Uint8Array(H * W * 3);
-  const heat = new Uint8Array(H * W * 3);
+  const heat = heatImage(Array.from(score, (s) => (hi > lo ? (s - lo) / (hi - lo) : 0.5)), h, w, H, W);
+  return { kept, score, h, w, mask: dimPruned(base, kept, h, w, H, W), heat };
+}
+
+/** RGB8 H x W: `base` with the tokens (of an h x w grid) not in `kept` dimmed and tinted red. */
+export function dimPruned(base: Uint8Array, kept: Uint8Array, h: number, w: number, H: number, W: number): Uint8Array {
+  const out = new Uint8Array(base);
   for (let y = 0; y < H; y++) {
     for (let x = 0; x < W; x++) {
-      const t = Math.floor((y * h) / H) * w + Math.floor((x * w) / W);
+      if (kept[Math.floor((y * h) / H) * w + Math.floor((x * w) / W)]) continue;
       const p = (y * W + x) * 3;
-      if (kept[t]) for (let c = 0; c < 3; c++) mask[p + c] = base[p + c]!;
-      else {
-        mask[p] = Math.round(base[p]! * 0.3 + 120);
-        mask[p + 1] = Math.round(base[p + 1]! * 0.3);
-        mask[p + 2] = Math.round(base[p + 2]! * 0.3);
-      }
-      const [r, g, b] = heatColor(hi > lo ? (score[t]! - lo) / (hi - lo) : 0.5);
-      heat[p] = r; heat[p + 1] = g; heat[p + 2] = b;
+      out[p] = Math.round(base[p]! * 0.3 + 120);
+      out[p + 1] = Math.round(base[p + 1]! * 0.3);
+      out[p + 2] = Math.round(base[p + 2]! * 0.3);
     }
   }
-  return { kept, score, h, w, mask, heat };
+  return out;
+}
+
+/** RGB8 H x W: per-token values in [0, 1] (an h x w grid) through `heatColor`. */
+export function heatImage(t: ArrayLike<number>, h: number, w: number, H: number, W: number): Uint8Array {
+  const out = new Uint8Array(H * W * 3);
+  for (let y = 0; y < H; y++) {
+    for (let x = 0; x < W; x++) out.set(heatColor(t[Math.floor((y * h) / H) * w + Math.floor((x * w) / W)]!), (y * W + x) * 3);
+  }
+  return out;
 }
 
 export function saveMasks(
