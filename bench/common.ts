@@ -11,7 +11,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import * as ort from "onnxruntime-node";
 import { WeightStore } from "../src/io/safetensors.js";
-import { resolveUNetConfig, type UNetConfig } from "../src/models/unet.js";
+import { resolveUNetConfig, type UNetConfig } from "../src/models/unet_structure.js";
 import { unetStateDictShapes, writeSyntheticSafetensors } from "../src/models/unet_weights.js";
 import { Weights } from "../src/models/weights.js";
 import { f32, type Session, type Tensor } from "../src/runtime/session.js";

@@ -8,7 +8,8 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { componentConfig, componentWeights } from "../src/io/diffusers.js";
-import { attentionBlocks, buildUNetGraph, resolveUNetConfig } from "../src/models/unet.js";
+import { buildUNetGraph } from "../src/models/unet.js";
+import { attentionBlocks, resolveUNetConfig } from "../src/models/unet_structure.js";
 import { Weights } from "../src/models/weights.js";
 import { AtEdm } from "../src/pruning/atedm.js";
 import { Runtime } from "../src/runtime/session.js";
@@ -37,7 +38,7 @@ const s = await rt.session(buildUNetGraph(cfg, weights, {
   extraInputs: method ? blocks.flatMap((b) => method.inputs(b)) : [],
 }));
 const feeds = unetFeeds(cfg, latent, latent);
-if (method) for (const b of blocks) Object.assign(feeds, method.feeds(b, method.ratioValue, { height: latent, width: latent }, 1, step));
+if (method) for (const b of blocks) Object.assign(feeds, method.feeds(b, method.nominalRatio, { height: latent, width: latent }, 1, step));
 await s.run(feeds);
 await s.run(feeds);
 (s.inner as unknown as { endProfiling(): void }).endProfiling();

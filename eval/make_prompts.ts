@@ -11,7 +11,7 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { allOneObjectCaptions, captionOf, isHeldOut, sampleScene } from "../src/shapes/grammar.js";
-import { Mulberry32 } from "../src/shapes/rng.js";
+import { Mulberry32 } from "../src/util/numerics.js";
 
 const here = fileURLToPath(new URL(".", import.meta.url));
 const held = allOneObjectCaptions().filter(isHeldOut).slice(0, 200);

@@ -21,11 +21,11 @@ import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { loadPipeline } from "../src/pipeline/text_to_image.js";
 import { applyAtEdm } from "../src/pruning/index.js";
-import type { RecoveryVariant } from "../src/pruning/atedm.js";
+import { keepCount, type RecoveryVariant } from "../src/pruning/atedm_math.js";
 import { PALETTE, parseCaption } from "../src/shapes/grammar.js";
 import { toRGB8, writePng } from "../src/io/png.js";
 import { blockMask, dimPruned, heatImage, type StepMasks } from "../src/cli/masks.js";
-import { keepCount, keepSet } from "../src/pruning/atedm_reference.js";
+import { keepSet } from "../src/pruning/atedm_reference.js";
 
 const { values: v } = parseArgs({
   options: {

@@ -10,7 +10,8 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { AtedmError } from "../src/errors.js";
-import { appendCoordChannels, linspace } from "../src/pipeline/coord_channels.js";
+import { appendCoordChannels } from "../src/pipeline/coord_channels.js";
+import { torchLinspaceF32 as linspace } from "../src/util/numerics.js";
 import { loadPipeline } from "../src/pipeline/text_to_image.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");

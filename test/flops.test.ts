@@ -11,20 +11,19 @@ import { fileURLToPath } from "node:url";
 import { TINY_SD, TINY_SDXL } from "./helpers/golden.js";
 import { componentConfig } from "../src/io/diffusers.js";
 import { GraphBuilder } from "../src/graph/builder.js";
-import {
-  attentionBlocks, buildUNetGraph, denseRunner, layerForward, resolveUNetConfig,
-  type AttentionBlockInfo, type TransformerRunner, type UNetConfig, type UNetGraphOptions,
-} from "../src/models/unet.js";
+import { buildUNetGraph, type UNetGraphOptions } from "../src/models/unet.js";
+import { attentionBlocks, blockTokens, resolveUNetConfig, type AttentionBlockInfo, type UNetConfig } from "../src/models/unet_structure.js";
+import { denseRunner, layerForward } from "../src/models/transformer_2d.js";
+import type { PruningMethod, StepInfo, TransformerRunner } from "../src/models/pruning_hook.js";
 import { Weights } from "../src/models/weights.js";
 import { SyntheticWeightStore, unetStateDictShapes } from "../src/models/unet_weights.js";
 import {
   FLOPS_CATEGORIES, categoryOf, keepCount, matchTomeRatio, matchTomeRatioDetails, methodFlops, uniformKeep, unetFlops,
   type UNetFlopsOptions,
 } from "../src/metrics/flops.js";
-import { compareUNetFlops, flopsUnder, graphFlops, type GraphFlopsInputs } from "../src/metrics/graph_flops.js";
+import { compareUNetFlops, flopsUnder, graphFlops, type GraphFlopsInputs } from "./helpers/graph_flops.js";
 import { AtEdm, keepInput, type AtEdmOptions } from "../src/pruning/atedm.js";
 import { Tome, type TomeMethodOptions } from "../src/pruning/tome_method.js";
-import { blockTokens, type PruningMethod, type StepInfo } from "../src/pruning/method.js";
 import type { Tensor } from "../src/runtime/session.js";
 import { stepFlops } from "../src/cli/flops.js";
 import { TextToImagePipeline } from "../src/pipeline/text_to_image.js";
@@ -283,7 +282,7 @@ function atedmOverheadFormula(cfg: UNetConfig, latent: [number, number], keep: R
   for (const b of attentionBlocks(cfg)) {
     const k = keep[b.path];
     if (k === undefined) continue;
-    const N = blockTokens({ height: latent[0], width: latent[1] }, b.downsample);
+    const N = blockTokens({ height: latent[0], width: latent[1] }, b);
     const C = b.channels;
     const point = o.pruningPoint && o.pruningPoint !== "auto" ? o.pruningPoint : b.depth >= 2 ? "after-layer1" : "after-attn1";
     const score = o.score ?? "gwpr";
@@ -322,7 +321,7 @@ test("real AT-EDM graphs (every block pruned; ratios 0.5, 0.63; variants) execut
         const keep: Record<string, number> = {};
         for (const b of pruned) {
           keep[b.path] = Number((feeds[keepInput(b)]!.data as BigInt64Array)[0]);
-          assert.equal(keep[b.path], keepCount(blockTokens({ height: latent[0], width: latent[1] }, b.downsample), ratio));
+          assert.equal(keep[b.path], keepCount(blockTokens({ height: latent[0], width: latent[1] }, b), ratio));
         }
         const options = { latent, keep, ...atedmFlopsOptions(method), inputs };
         const c = assertGraphEqualsAnalytic(label, g, cfg, options, atedmOverheadFormula(cfg, latent, keep, v));
@@ -477,7 +476,7 @@ test("stepFlops (atedm flops) and unetFlopsPerStep (generate) count ToMe as ToMe
     const lat = { height: latent[0], width: latent[1] };
     const stepInfo = Array.from({ length: steps }, (_, step) => {
       const ratios = Object.fromEntries(blocks.map((b) => [b.path, method.ratio(b, { step, steps })]));
-      const keptTokens = Object.fromEntries(blocks.map((b) => [b.path, ratios[b.path]! > 0 ? method.keptTokens(b, ratios[b.path]!, lat) : blockTokens(lat, b.downsample)]));
+      const keptTokens = Object.fromEntries(blocks.map((b) => [b.path, ratios[b.path]! > 0 ? method.keptTokens(b, ratios[b.path]!, lat) : blockTokens(lat, b)]));
       return { ratios, keptTokens };
     });
     const self = { unet: { config: SDXL, pruning: method }, tokenizer: { modelMaxLength: 77 } } as unknown as TextToImagePipeline;

@@ -14,7 +14,8 @@ import {
   type SceneSpec,
 } from "../src/shapes/grammar.js";
 import { renderScene } from "../src/shapes/render.js";
-import { Mulberry32, pick, type Rng } from "../src/shapes/rng.js";
+import { Mulberry32, type Rng } from "../src/util/numerics.js";
+import { pick } from "../src/shapes/rng.js";
 
 const ONE_TEMPLATE = /^a (small|large) (\w+) (\w+) at the ([a-z ]+) on a (white|black|gray) background$/;
 const TWO_TEMPLATE = /^a (\w+) (\w+) (left of|right of|above|below) a (\w+) (\w+) on a (white|black|gray) background$/;

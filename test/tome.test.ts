@@ -6,14 +6,9 @@ import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { GraphBuilder, type Value } from "../src/graph/builder.js";
 import { componentConfig, componentWeights } from "../src/io/diffusers.js";
-import {
-  attentionBlocks,
-  buildUNetGraph,
-  resolveUNetConfig,
-  type AttentionBlockInfo,
-  type TransformerLayer,
-  type TransformerRunner,
-} from "../src/models/unet.js";
+import { buildUNetGraph } from "../src/models/unet.js";
+import { attentionBlocks, resolveUNetConfig, type AttentionBlockInfo } from "../src/models/unet_structure.js";
+import type { TransformerLayer, TransformerRunner } from "../src/models/pruning_hook.js";
 import { Weights } from "../src/models/weights.js";
 import {
   bipartiteMatchingGraph,
@@ -322,7 +317,7 @@ function fakeReference(x0: Tokens, depth: number, scales: number[], partitions: 
 
 describe("ToMe runner vs the reference on a fake transformer block", () => {
   const block: AttentionBlockInfo = {
-    path: "down_blocks.0.attentions.0", stage: "down", stageIndex: 0, index: 0, count: 1, depth: 2, channels: 6, heads: 1, downsample: 1,
+    path: "down_blocks.0.attentions.0", stage: "down", stageIndex: 0, index: 0, count: 1, depth: 2, channels: 6, heads: 1, level: 0, downsample: 1,
   };
   const flagSets = [
     { mergeAttn: true, mergeCrossattn: false, mergeMlp: false },

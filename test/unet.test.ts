@@ -5,7 +5,10 @@
 import { test } from "node:test";
 import { golden, tensorOf, assertClose, TOL, TINY_SD, TINY_SDXL } from "./helpers/golden.js";
 import { componentConfig, componentWeights } from "../src/io/diffusers.js";
-import { buildUNetGraph, resolveUNetConfig, denseRunner, layerForward, type TransformerRunner } from "../src/models/unet.js";
+import { buildUNetGraph } from "../src/models/unet.js";
+import { resolveUNetConfig } from "../src/models/unet_structure.js";
+import { denseRunner, layerForward } from "../src/models/transformer_2d.js";
+import type { TransformerRunner } from "../src/models/pruning_hook.js";
 import { Weights } from "../src/models/weights.js";
 import { Runtime, f32 } from "../src/runtime/session.js";
 

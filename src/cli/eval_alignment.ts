@@ -77,7 +77,7 @@ export async function evalAlignmentCommand(argv: string[]): Promise<number> {
 
   const pipe = await loadPipeline((v.model as string | undefined) ?? DEFAULT_MODEL, threads ? { threads } : {});
   try {
-    const method = makeMethod(v, pipe.unet);
+    const method = makeMethod(v);
     if (method) applyPruning(pipe, method);
     const total = prompts.length * seeds;
     const progress = new Progress(total, "eval", !v.json && process.stderr.isTTY === true);
@@ -119,7 +119,7 @@ export async function evalAlignmentCommand(argv: string[]): Promise<number> {
       model: (v.model as string | undefined) ?? DEFAULT_MODEL,
       prompts: prompts.length, seeds, images: total, steps,
       method: method?.name ?? "none",
-      ratio: method && "ratioValue" in method ? (method as { ratioValue: number }).ratioValue : 0,
+      ratio: method?.nominalRatio ?? 0,
       all_correct: allCorrect / total,
       per_attribute: Object.fromEntries(Object.entries(correct).map(([k, [c, n]]) => [k, c / n])),
       seconds_per_step: sorted[sorted.length >> 1] ?? 0,

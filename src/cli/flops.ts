@@ -2,9 +2,9 @@
 import { join } from "node:path";
 import { AtedmError } from "../errors.js";
 import { componentConfig, hasComponent, readJson, readModelIndex } from "../io/diffusers.js";
-import { resolveUNetConfig, type UNetConfig } from "../models/unet.js";
+import { resolveUNetConfig, type UNetConfig } from "../models/unet_structure.js";
 import { methodFlops, unetFlops, type UNetFlops } from "../metrics/flops.js";
-import type { PruningMethod } from "../pruning/method.js";
+import type { PruningMethod } from "../models/pruning_hook.js";
 import { int, parse, type Flags } from "./args.js";
 import { makeMethod, pruningFlags, PRUNING_HELP } from "./pruning_flags.js";
 
@@ -63,7 +63,7 @@ export async function flopsCommand(argv: string[]): Promise<number> {
   if (height % vaeScale || width % vaeScale) throw new AtedmError(`--height/--width must be multiples of ${vaeScale}`);
   const latent: [number, number] = [height / vaeScale, width / vaeScale];
   const steps = int(v.steps as string | undefined, "steps", 1) ?? 20;
-  const method = makeMethod(v, null as never);
+  const method = makeMethod(v);
 
   const base = unetFlops(cfg, { latent });
   const perStep = method ? stepFlops(cfg, method, latent, steps) : [];
@@ -73,7 +73,7 @@ export async function flopsCommand(argv: string[]): Promise<number> {
     unet_config: v["unet-config"] ?? join(v.model as string, "unet", "config.json"),
     height, width, latent,
     method: method?.name ?? "none",
-    ratio: method && "ratioValue" in method ? (method as { ratioValue: number }).ratioValue : 0,
+    ratio: method?.nominalRatio ?? 0,
     steps,
     unet_tflops: base.total / 1e12,
     unet_tflops_pruned: pruned / 1e12,

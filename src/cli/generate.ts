@@ -88,7 +88,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
 
   const pipe = await loadPipeline(modelDir, threads ? { threads } : {});
   try {
-    const method = makeMethod(v, pipe.unet);
+    const method = makeMethod(v);
     if (method) applyPruning(pipe, method);
     if (v["save-masks"] && method?.name !== "atedm") throw new AtedmError("--save-masks needs --method atedm");
     const progress = new Progress(steps, "generate", !json && process.stderr.isTTY === true);
@@ -151,7 +151,7 @@ function report(
     unet_tflops_unpruned: flops.unpruned / 1e12,
     flops_saving: 1 - flops.pruned / flops.unpruned,
     method: method?.name ?? "none",
-    ratio: method && "ratioValue" in method ? (method as { ratioValue: number }).ratioValue : 0,
+    ratio: method?.nominalRatio ?? 0,
     /** Per attention block: the tokens through its later layers at each step. */
     kept_tokens: Object.fromEntries(pipe.unet.blocks.map((b) => [b.path, r.stepInfo.map((s) => s.keptTokens[b.path])])),
     output: outputs,

@@ -4,9 +4,8 @@
  * batch element (the last one) is shown.
  */
 import { join } from "node:path";
-import type { AttentionBlockInfo } from "../models/unet.js";
+import { featureMapSize, type AttentionBlockInfo } from "../models/unet_structure.js";
 import { keepOutput, scoreOutput } from "../pruning/atedm.js";
-import { blockSize } from "../pruning/method.js";
 import type { Tensor } from "../runtime/session.js";
 import { toRGB8, writePng } from "../io/png.js";
 
@@ -48,7 +47,7 @@ export function blockMask(
   const keepT = extras[keepOutput(block)];
   const scoreT = extras[scoreOutput(block)];
   if (!keepT || !scoreT) return undefined;
-  const { height: h, width: w } = blockSize(latent, block.downsample);
+  const { height: h, width: w } = featureMapSize(latent, block.level);
   const [B, k] = keepT.dims as [number, number];
   const N = h * w;
   const keepIdx = (keepT.data as BigInt64Array).subarray((B - 1) * k, B * k);

@@ -1,9 +1,9 @@
 /** The pruning flags shared by `generate`, `flops` and `eval-alignment`: one flag per option of the library API. */
 import { AtedmError } from "../errors.js";
-import type { UNet2DConditionModel } from "../models/unet_model.js";
 import { AtEdm } from "../pruning/atedm.js";
-import type { PruningMethod } from "../pruning/method.js";
-import { createTome } from "../pruning/tome_method.js";
+import { MASK_SHARING, PRUNING_POINTS, RECOVERY_VARIANTS, SCORE_VARIANTS } from "../pruning/atedm_math.js";
+import type { PruningMethod } from "../models/pruning_hook.js";
+import { Tome } from "../pruning/tome_method.js";
 import { int, num, oneOf, type Flags, type Values } from "./args.js";
 
 export const METHODS = ["none", "atedm", "tome"] as const;
@@ -34,10 +34,10 @@ export const PRUNING_HELP = `Token pruning
   --schedule NAME          dsap | none | ramp: per-step policy (default dsap: the first 10 % of the steps leave the
                            first attention block of each down stage and the last of each up stage unpruned).
   AT-EDM variants (defaults are the SPEC's):
-  --score NAME             gwpr | gwpr-rms | column-mean | cross-gwpr | random | feature-norm (default gwpr).
+  --score NAME             ${SCORE_VARIANTS.join(" | ")} (default gwpr).
   --iterations K           G-WPR iterations (default 10).
   --damping D              G-WPR damping in [0, 1) (default 0).
-  --recovery NAME          copy | copy-delta | cosine | nearest | zero (default copy).
+  --recovery NAME          ${RECOVERY_VARIANTS.join(" | ")} (default copy).
   --pruning-point P        auto | after-layer1 | after-attn1 (default auto: after layer 1, or after its
                            self-attention in blocks of depth 1).
   --mask-sharing M         per-element | conditional (default per-element: each CFG half ranks its own tokens).
@@ -50,7 +50,7 @@ export const PRUNING_HELP = `Token pruning
 
 
 /** Build the pruning method the flags ask for, or null for none. */
-export function makeMethod(v: Values, unet: UNet2DConditionModel): PruningMethod | null {
+export function makeMethod(v: Values): PruningMethod | null {
   const s = (k: string) => v[k] as string | undefined;
   const method = oneOf(s("method"), "method", METHODS) ?? "none";
   const ratio = num(s("ratio"), "ratio") ?? 0.5;
@@ -64,18 +64,18 @@ export function makeMethod(v: Values, unet: UNet2DConditionModel): PruningMethod
     return new AtEdm({
       ratio,
       schedule,
-      score: oneOf(s("score"), "score", ["gwpr", "gwpr-rms", "column-mean", "cross-gwpr", "random", "feature-norm"] as const),
+      score: oneOf(s("score"), "score", SCORE_VARIANTS),
       iterations: int(s("iterations"), "iterations", 1),
       damping: num(s("damping"), "damping"),
-      recovery: oneOf(s("recovery"), "recovery", ["copy", "copy-delta", "cosine", "nearest", "zero"] as const),
-      pruningPoint: oneOf(s("pruning-point"), "pruning-point", ["auto", "after-layer1", "after-attn1"] as const),
-      maskSharing: oneOf(s("mask-sharing"), "mask-sharing", ["per-element", "conditional"] as const),
+      recovery: oneOf(s("recovery"), "recovery", RECOVERY_VARIANTS),
+      pruningPoint: oneOf(s("pruning-point"), "pruning-point", PRUNING_POINTS),
+      maskSharing: oneOf(s("mask-sharing"), "mask-sharing", MASK_SHARING),
       seed: int(s("pruning-seed"), "pruning-seed", 0),
     });
   }
   const merge = (s("tome-merge") ?? "attn").split(",").map((x) => x.trim());
   for (const m of merge) if (!["attn", "crossattn", "mlp"].includes(m)) throw new AtedmError(`--tome-merge: unknown sub-layer '${m}' (attn, crossattn, mlp)`);
-  return createTome(unet, {
+  return new Tome({
     ratio,
     schedule,
     maxDownsample: int(s("tome-max-downsample"), "tome-max-downsample", 1),

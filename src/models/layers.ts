@@ -3,6 +3,7 @@
  * the module (a `Params` view at the module's state-dict path) and its input, and mirrors the torch module of
  * the same name. Token layout is (batch, tokens, channels); image layout NCHW.
  */
+import { AtedmError } from "../errors.js";
 import { float, type GraphBuilder, type Value } from "../graph/builder.js";
 import type { Params } from "./weights.js";
 
@@ -84,7 +85,7 @@ export function activation(g: GraphBuilder, name: string, x: Value): Value {
     case "quick_gelu":
       return quickGelu(g, x);
     default:
-      throw new Error(`unsupported activation '${name}'`);
+      throw new AtedmError(`unsupported activation '${name}'`);
   }
 }
 

@@ -7,9 +7,10 @@
  */
 import { AtedmError } from "../errors.js";
 import { componentConfig, componentWeights } from "../io/diffusers.js";
-import { blockTokens, type PruningMethod, type StepInfo } from "../pruning/method.js";
+import type { PruningMethod, StepInfo } from "./pruning_hook.js";
 import { f32, type Runtime, type Session, type Tensor } from "../runtime/session.js";
-import { attentionBlocks, buildUNetGraph, resolveUNetConfig, type AttentionBlockInfo, type UNetConfig } from "./unet.js";
+import { buildUNetGraph } from "./unet.js";
+import { attentionBlocks, blockTokens, resolveUNetConfig, type AttentionBlockInfo, type UNetConfig } from "./unet_structure.js";
 import { Weights } from "./weights.js";
 
 export interface UNetInputs {
@@ -114,7 +115,7 @@ export class UNet2DConditionModel {
     const keptTokens: Record<string, number> = {};
     for (const b of this.blocks) {
       const r = ratios[b.path]!;
-      const n = blockTokens(latent, b.downsample);
+      const n = blockTokens(latent, b);
       keptTokens[b.path] = r > 0 && this.pruning ? this.pruning.keptTokens(b, r, latent) : n;
       if (r > 0 && this.pruning) Object.assign(feeds, this.pruning.feeds(b, r, latent, batch, at));
     }

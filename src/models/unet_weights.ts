@@ -15,7 +15,8 @@
 import { closeSync, openSync, renameSync, rmSync, writeSync } from "node:fs";
 import { AtedmError } from "../errors.js";
 import type { TensorInfo, TensorSource } from "../io/safetensors.js";
-import type { UNetConfig } from "./unet.js";
+import { NormalStream, stableHash32 } from "../util/numerics.js";
+import { unetModules, type UNetConfig } from "./unet_structure.js";
 
 /** Every parameter of a diffusers UNet2DConditionModel with config `cfg`, in module order, name -> shape. */
 export function unetStateDictShapes(cfg: UNetConfig): Map<string, number[]> {
@@ -33,95 +34,60 @@ export function unetStateDictShapes(cfg: UNetConfig): Map<string, number[]> {
     add(`${p}.weight`, [c]);
     add(`${p}.bias`, [c]);
   };
-
-  const boc = cfg.block_out_channels;
-  const n = boc.length;
-  const c0 = boc[0]!;
-  const temb = 4 * c0;
-
-  const resnet = (p: string, cin: number, cout: number) => {
-    norm(`${p}.norm1`, cin);
-    conv(`${p}.conv1`, cout, cin, 3);
-    linear(`${p}.time_emb_proj`, cout, temb);
-    norm(`${p}.norm2`, cout);
-    conv(`${p}.conv2`, cout, cout, 3);
-    if (cin !== cout) conv(`${p}.conv_shortcut`, cout, cin, 1);
-  };
+  const temb = 4 * cfg.block_out_channels[0]!;
   const proj = (p: string, c: number) => (cfg.use_linear_projection ? linear(p, c, c) : conv(p, c, c, 1));
-  const transformer = (p: string, c: number, depth: number) => {
-    norm(`${p}.norm`, c);
-    proj(`${p}.proj_in`, c);
-    for (let l = 0; l < depth; l++) {
-      const b = `${p}.transformer_blocks.${l}`;
-      norm(`${b}.norm1`, c);
-      linear(`${b}.attn1.to_q`, c, c, false);
-      linear(`${b}.attn1.to_k`, c, c, false);
-      linear(`${b}.attn1.to_v`, c, c, false);
-      linear(`${b}.attn1.to_out.0`, c, c);
-      norm(`${b}.norm2`, c);
-      linear(`${b}.attn2.to_q`, c, c, false);
-      linear(`${b}.attn2.to_k`, c, cfg.cross_attention_dim, false);
-      linear(`${b}.attn2.to_v`, c, cfg.cross_attention_dim, false);
-      linear(`${b}.attn2.to_out.0`, c, c);
-      norm(`${b}.norm3`, c);
-      linear(`${b}.ff.net.0.proj`, 2 * 4 * c, c); // GEGLU: hidden and gate
-      linear(`${b}.ff.net.2`, c, 4 * c);
-    }
-    proj(`${p}.proj_out`, c);
-  };
 
-  conv("conv_in", c0, cfg.in_channels, 3);
-  linear("time_embedding.linear_1", temb, c0);
-  linear("time_embedding.linear_2", temb, temb);
-  if (cfg.addition_embed_type === "text_time") {
-    const dim = cfg.projection_class_embeddings_input_dim;
-    if (!dim) throw new AtedmError("unet/config.json: projection_class_embeddings_input_dim is required for text_time");
-    linear("add_embedding.linear_1", temb, dim);
-    linear("add_embedding.linear_2", temb, temb);
-  }
-
-  let outCh = c0;
-  cfg.down_block_types.forEach((type, i) => {
-    const inCh = outCh;
-    outCh = boc[i]!;
-    for (let j = 0; j < cfg.layers_per_block; j++) {
-      resnet(`down_blocks.${i}.resnets.${j}`, j === 0 ? inCh : outCh, outCh);
-      if (type === "CrossAttnDownBlock2D") {
-        transformer(`down_blocks.${i}.attentions.${j}`, outCh, cfg.transformer_layers_per_block[i]!);
+  for (const m of unetModules(cfg)) {
+    const p = m.path;
+    switch (m.kind) {
+      case "Conv2d":
+        conv(p, m.outChannels, m.inChannels, 3);
+        break;
+      case "TimestepEmbedding":
+      case "AddEmbedding":
+        linear(`${p}.linear_1`, m.outChannels, m.inChannels);
+        linear(`${p}.linear_2`, m.outChannels, m.outChannels);
+        break;
+      case "ResnetBlock2D":
+        norm(`${p}.norm1`, m.inChannels);
+        conv(`${p}.conv1`, m.outChannels, m.inChannels, 3);
+        linear(`${p}.time_emb_proj`, m.outChannels, temb);
+        norm(`${p}.norm2`, m.outChannels);
+        conv(`${p}.conv2`, m.outChannels, m.outChannels, 3);
+        if (m.inChannels !== m.outChannels) conv(`${p}.conv_shortcut`, m.outChannels, m.inChannels, 1);
+        break;
+      case "Transformer2DModel": {
+        const c = m.block.channels;
+        norm(`${p}.norm`, c);
+        proj(`${p}.proj_in`, c);
+        for (let l = 0; l < m.block.depth; l++) {
+          const b = `${p}.transformer_blocks.${l}`;
+          norm(`${b}.norm1`, c);
+          linear(`${b}.attn1.to_q`, c, c, false);
+          linear(`${b}.attn1.to_k`, c, c, false);
+          linear(`${b}.attn1.to_v`, c, c, false);
+          linear(`${b}.attn1.to_out.0`, c, c);
+          norm(`${b}.norm2`, c);
+          linear(`${b}.attn2.to_q`, c, c, false);
+          linear(`${b}.attn2.to_k`, c, cfg.cross_attention_dim, false);
+          linear(`${b}.attn2.to_v`, c, cfg.cross_attention_dim, false);
+          linear(`${b}.attn2.to_out.0`, c, c);
+          norm(`${b}.norm3`, c);
+          linear(`${b}.ff.net.0.proj`, 2 * 4 * c, c); // GEGLU: hidden and gate
+          linear(`${b}.ff.net.2`, c, 4 * c);
+        }
+        proj(`${p}.proj_out`, c);
+        break;
       }
+      case "Downsample2D":
+      case "Upsample2D":
+        conv(`${p}.conv`, m.channels, m.channels, 3);
+        break;
+      case "GroupNorm":
+        norm(p, m.channels);
+        break;
     }
-    if (i < n - 1) conv(`down_blocks.${i}.downsamplers.0.conv`, outCh, outCh, 3);
-  });
-
-  if (cfg.mid_block_type) {
-    const c = boc[n - 1]!;
-    resnet("mid_block.resnets.0", c, c);
-    transformer("mid_block.attentions.0", c, cfg.transformer_layers_per_block[n - 1]!);
-    resnet("mid_block.resnets.1", c, c);
   }
-
-  // diffusers: prev_output_channel, output_channel = reversed[i], input_channel = reversed[min(i + 1, n - 1)];
-  // resnet j takes (j == 0 ? prev_output : output) + (last j ? input_channel : output) channels.
-  const rev = boc.slice().reverse();
-  let prevOut = rev[0]!;
-  cfg.up_block_types.forEach((type, i) => {
-    const out = rev[i]!;
-    const inCh = rev[Math.min(i + 1, n - 1)]!;
-    const layers = cfg.layers_per_block + 1;
-    for (let j = 0; j < layers; j++) {
-      const skip = j === layers - 1 ? inCh : out;
-      const resIn = j === 0 ? prevOut : out;
-      resnet(`up_blocks.${i}.resnets.${j}`, resIn + skip, out);
-      if (type === "CrossAttnUpBlock2D") {
-        transformer(`up_blocks.${i}.attentions.${j}`, out, cfg.reverse_transformer_layers_per_block[i]!);
-      }
-    }
-    if (i < n - 1) conv(`up_blocks.${i}.upsamplers.0.conv`, out, out, 3);
-    prevOut = out;
-  });
-
-  norm("conv_norm_out", c0);
-  conv("conv_out", cfg.out_channels, c0, 3);
   return out;
 }
 
@@ -129,48 +95,6 @@ export function unetStateDictShapes(cfg: UNetConfig): Map<string, number[]> {
 // Random weights
 
 const DEFAULT_STD = 0.02;
-
-/** FNV-1a over the name's UTF-16 code units, mixed with the seed (murmur3 fmix32). */
-function tensorSeed(name: string, seed: number): number {
-  let h = 0x811c9dc5 ^ Math.imul(seed >>> 0, 0x9e3779b1);
-  for (let i = 0; i < name.length; i++) h = Math.imul(h ^ name.charCodeAt(i), 0x01000193);
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  return (h ^ (h >>> 16)) >>> 0;
-}
-
-/** A stream of standard normals for one tensor: mulberry32 uniforms through Box-Muller. */
-class NormalStream {
-  private state: number;
-  private spare: number | null = null;
-  constructor(seed: number) {
-    this.state = seed >>> 0;
-  }
-  private uniform(): number {
-    this.state = (this.state + 0x6d2b79f5) >>> 0;
-    let t = this.state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  }
-  /** Fill `out` with the next out.length values of offset + scale * N(0, 1). */
-  fill(out: Float32Array, offset: number, scale: number): void {
-    let i = 0;
-    if (this.spare !== null && out.length > 0) {
-      out[i++] = offset + scale * this.spare;
-      this.spare = null;
-    }
-    for (; i < out.length; i += 2) {
-      const r = Math.sqrt(-2 * Math.log(1 - this.uniform()));
-      const a = 2 * Math.PI * this.uniform();
-      out[i] = offset + scale * r * Math.cos(a);
-      if (i + 1 < out.length) out[i + 1] = offset + scale * r * Math.sin(a);
-      else this.spare = r * Math.sin(a);
-    }
-  }
-}
 
 /** Norm scales (GroupNorm / LayerNorm `*.norm*.weight`, 1-D) start at 1, all else at 0. */
 function isNormScale(name: string, shape: readonly number[]): boolean {
@@ -255,7 +179,7 @@ export class SyntheticWeightStore implements TensorSource {
   readF32(name: string): Float32Array {
     const t = this.info(name);
     const out = new Float32Array(elementCount(t.shape));
-    new NormalStream(tensorSeed(name, this.seed)).fill(out, isNormScale(name, t.shape) ? 1 : 0, this.std);
+    new NormalStream(stableHash32(name, this.seed)).fill(out, isNormScale(name, t.shape) ? 1 : 0, this.std);
     return out;
   }
 
@@ -291,7 +215,7 @@ export function writeSyntheticSafetensors(
   try {
     write(header);
     for (const [name, shape] of shapes) {
-      const stream = new NormalStream(tensorSeed(name, seed));
+      const stream = new NormalStream(stableHash32(name, seed));
       const offset = isNormScale(name, shape) ? 1 : 0;
       let left = elementCount(shape);
       while (left > 0) {

@@ -9,27 +9,10 @@
  * shapes model had not learned it after 5000 training steps (docs/shapes-model.md).
  */
 import { AtedmError } from "../errors.js";
+import { torchLinspaceF32 } from "../util/numerics.js";
 
 /** The only count supported: one column map and one row map. */
 export const COORD_CHANNELS = 2;
-
-/** torch.linspace(start, end, steps) in float32, value for value (PyTorch's CPU kernel fills the two halves from
- * either end). */
-export function linspace(start: number, end: number, steps: number): Float32Array {
-  const out = new Float32Array(steps);
-  if (steps === 1) {
-    out[0] = start;
-    return out;
-  }
-  const step = Math.fround((end - start) / (steps - 1));
-  const halfway = Math.floor(steps / 2);
-  for (let i = 0; i < steps; i++) {
-    // One rounding per value, like the fused multiply-add of PyTorch's vectorised kernel (step * i is exact in
-    // float64). For 32 and 64 steps this reproduces torch.linspace(-1, 1, n) bit for bit.
-    out[i] = i < halfway ? Math.fround(start + step * i) : Math.fround(end - step * (steps - i - 1));
-  }
-  return out;
-}
 
 /**
  * `sample` (B, C, H, W) -> (B, C + 2, H, W): every batch element gets its channels followed by the column map
@@ -40,8 +23,8 @@ export function appendCoordChannels(sample: Float32Array, dims: readonly number[
   const [b, c, h, w] = dims as [number, number, number, number];
   const plane = h * w;
   if (sample.length !== b * c * plane) throw new AtedmError(`coord channels: ${sample.length} values do not fill [${dims}]`);
-  const xs = linspace(-1, 1, w);
-  const ys = linspace(-1, 1, h);
+  const xs = torchLinspaceF32(-1, 1, w);
+  const ys = torchLinspaceF32(-1, 1, h);
   const coords = new Float32Array(2 * plane);
   for (let y = 0; y < h; y++) {
     for (let x = 0; x < w; x++) {

@@ -207,7 +207,7 @@ export class TextToImagePipeline {
   async generate(options: GenerateOptions): Promise<GenerateResult> {
     const t0 = performance.now();
     const steps = options.steps ?? 20;
-    if (!Number.isInteger(steps) || steps < 1) throw new AtedmError(`--steps must be a positive integer, got ${steps}`);
+    if (!Number.isInteger(steps) || steps < 1) throw new AtedmError(`steps must be a positive integer, got ${steps}`);
     const guidance = options.guidance ?? this.defaultGuidance;
     const cfg = guidance > 1;
     const f = this.vaeScaleFactor;

@@ -8,7 +8,7 @@
  */
 import type { UNet2DConditionModel } from "../models/unet_model.js";
 import { AtEdm, type AtEdmOptions } from "./atedm.js";
-import type { PruningMethod } from "./method.js";
+import type { PruningMethod } from "../models/pruning_hook.js";
 import { Tome, type TomeMethodOptions } from "./tome_method.js";
 
 export type PruningTarget = UNet2DConditionModel | { unet: UNet2DConditionModel };
@@ -39,5 +39,7 @@ export function removePruning(target: PruningTarget): void {
 }
 
 export { AtEdm, type AtEdmOptions } from "./atedm.js";
-export type { PruningMethod, StepInfo, LatentSize, GraphInput } from "./method.js";
+export { Tome, type TomeMethodOptions } from "./tome_method.js";
+export type { MaskSharing, PruningPoint, RecoveryVariant, ScoreVariant } from "./atedm_math.js";
+export type { AttentionBlockCost, AttentionBlockInfo, GraphInput, LatentSize, PruningMethod, StepInfo } from "../models/pruning_hook.js";
 export { dsap, noSchedule, ramp, scheduleByName, type Schedule, type ScheduleName } from "./schedules.js";

@@ -1,9 +1,10 @@
 /**
- * Pruning schedules: a schedule is a function (step, steps, block) -> ratio, so any policy plugs in the same way.
+ * Pruning schedules: a schedule is a function `(at: { step, steps }, block, ratio) => ratio` that gives the ratio of
+ * one attention block at one denoising step from the method's nominal ratio, so any policy plugs in the same way.
  * DSAP (Denoising-Steps-Aware Pruning, the SPEC's default) prunes less in the early steps.
  */
-import type { AttentionBlockInfo } from "../models/unet.js";
-import type { StepInfo } from "./method.js";
+import { AtedmError } from "../errors.js";
+import type { AttentionBlockInfo, StepInfo } from "../models/pruning_hook.js";
 
 export type Schedule = (at: StepInfo, block: AttentionBlockInfo, ratio: number) => number;
 
@@ -47,6 +48,6 @@ export function scheduleByName(name: string): Schedule {
     case "ramp":
       return ramp();
     default:
-      throw new Error(`unknown schedule '${name}' (expected dsap, none or ramp)`);
+      throw new AtedmError(`unknown schedule '${name}' (expected dsap, none or ramp)`);
   }
 }

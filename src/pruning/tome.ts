@@ -45,10 +45,42 @@
  */
 import { AtedmError } from "../errors.js";
 import type { GraphBuilder, Value } from "../graph/builder.js";
-import { denseRunner, type AttentionBlockInfo, type TransformerRunner } from "../models/unet.js";
+import type { AttentionBlockCost, AttentionBlockInfo, GraphInput, LatentSize, TransformerRunner } from "../models/pruning_hook.js";
+import { denseRunner } from "../models/transformer_2d.js";
+import { blockTokens } from "../models/unet_structure.js";
 import { i64, type Tensor } from "../runtime/session.js";
-import { partition, type Partition } from "./tome_reference.js";
-import { Mulberry32 } from "../shapes/rng.js";
+import { Mulberry32 } from "../util/numerics.js";
+
+export interface Partition {
+  /** Token indices of dst tokens (tomesd `b_idx`), ascending. */
+  dst: number[];
+  /** Token indices of src tokens (tomesd `a_idx`), ascending. */
+  src: number[];
+}
+
+/**
+ * dst / src tokens of an h x w grid (token = y * w + x) for strides sx, sy. `cells` gives the dst offset of
+ * each of the hsy * wsx cells in row-major cell order (tomesd's `rand_idx`); omitted = all 0 (no_rand).
+ */
+export function partition(h: number, w: number, sx: number, sy: number, cells?: ArrayLike<number>): Partition {
+  const hsy = Math.floor(h / sy);
+  const wsx = Math.floor(w / sx);
+  if (cells && cells.length !== hsy * wsx) throw new AtedmError(`ToMe partition: ${cells.length} cells, expected ${hsy * wsx}`);
+  const isDst = new Uint8Array(h * w);
+  for (let i = 0; i < hsy; i++) {
+    for (let j = 0; j < wsx; j++) {
+      const c = cells ? cells[i * wsx + j]! : 0;
+      if (!(c >= 0 && c < sx * sy)) throw new AtedmError(`ToMe partition: cell offset ${c} out of [0, ${sx * sy})`);
+      const y = i * sy + Math.floor(c / sx);
+      const x = j * sx + (c % sx);
+      isDst[y * w + x] = 1;
+    }
+  }
+  const dst: number[] = [];
+  const src: number[] = [];
+  for (let t = 0; t < h * w; t++) (isDst[t] ? dst : src).push(t);
+  return { dst, src };
+}
 
 export interface TomeOptions {
   /** Fraction of each merged block's tokens removed by merging, r = floor(N * ratio); tomesd's max is 1 - 1/(sx*sy). */
@@ -97,11 +129,6 @@ function checkRatio(ratio: number): void {
   if (!(ratio >= 0 && ratio < 1)) throw new AtedmError(`ToMe: ratio must be in [0, 1), got ${ratio}`);
 }
 
-/** Latent size (height, width) in latent pixels, as tomesd's forward pre-hook records it. */
-export interface LatentSize {
-  height: number;
-  width: number;
-}
 
 /** Seeded stream for use_rand cell positions (mulberry32; not torch's generator). */
 export class TomeRng {
@@ -123,7 +150,7 @@ export function tomeApplies(block: AttentionBlockInfo, options: Partial<TomeOpti
 
 /** tomesd's compute_merge geometry for one block. */
 export interface TomeGeometry {
-  /** Tokens of the block: the latent after `log2(block.downsample)` stride-2 convolutions (ceil halvings). */
+  /** Tokens of the block's feature map (`blockTokens`). */
   tokens: number;
   /** tomesd's factor ceil(sqrt(latent_tokens // N)). */
   downsample: number;
@@ -135,9 +162,7 @@ export interface TomeGeometry {
 }
 
 export function tomeGeometry(block: AttentionBlockInfo, latent: LatentSize, maxDownsample: number): TomeGeometry {
-  const fh = Math.ceil(latent.height / block.downsample);
-  const fw = Math.ceil(latent.width / block.downsample);
-  const tokens = fh * fw;
+  const tokens = blockTokens(latent, block);
   const downsample = Math.ceil(Math.sqrt(Math.floor((latent.height * latent.width) / tokens)));
   const h = Math.ceil(latent.height / downsample);
   const w = Math.ceil(latent.width / downsample);
@@ -204,14 +229,8 @@ const inputName = (block: AttentionBlockInfo, what: "r" | "src" | "dst") => `tom
 /** Tap name of a transformer layer's output under a ToMe runner (request it in UNetGraphOptions.taps). */
 export const tomeTapName = (layerPath: string) => `tome.${layerPath}.output`;
 
-export interface ExtraInput {
-  name: string;
-  dtype: "int64";
-  shape: Array<number | string>;
-}
-
 /** Graph input declarations (UNetGraphOptions.extraInputs) for the blocks a tomeRunner(options) merges. */
-export function tomeInputs(blocks: readonly AttentionBlockInfo[], options: Partial<TomeOptions> = {}): ExtraInput[] {
+export function tomeInputs(blocks: readonly AttentionBlockInfo[], options: Partial<TomeOptions> = {}): GraphInput[] {
   return blocks
     .filter((b) => tomeApplies(b, options))
     .flatMap((b) => [
@@ -261,6 +280,28 @@ export function tomeFeedsAll(
   const feeds: Record<string, Tensor> = {};
   for (const b of blocks) Object.assign(feeds, tomeFeeds(b, latent, typeof ratio === "number" ? ratio : ratio(b), o, shared));
   return feeds;
+}
+
+/** The sub-layers a ToMe runner merges around. */
+export type TomeMerges = Pick<TomeOptions, "mergeAttn" | "mergeCrossattn" | "mergeMlp">;
+
+/**
+ * What `tomeRunner` executes in a block of N tokens that merges r per layer with `nDst` dst tokens (1 for the
+ * trivial partition of r = 0): every layer runs its merged sub-layers on N - r tokens (attn1 with mergeAttn,
+ * attn2's queries with mergeCrossattn, ff with mergeMlp), the others and proj_out on N. Overhead: each layer's
+ * bipartite matching, the cosine similarity of its src to its dst tokens, (N - nDst) nDst C multiply-adds.
+ */
+export function tomeBlockCost(block: AttentionBlockInfo, N: number, nDst: number, r: number, merges: TomeMerges): AttentionBlockCost {
+  const m = N - r;
+  const layer = { attn1: merges.mergeAttn ? m : N, attn2: merges.mergeCrossattn ? m : N, ff: merges.mergeMlp ? m : N };
+  return {
+    layers: Array.from({ length: block.depth }, () => ({ ...layer })),
+    projOut: N,
+    kept: m,
+    merged: r,
+    pruningPoint: null,
+    overhead: { score: 0, recovery: 0, matching: block.depth * (N - nDst) * nDst * block.channels, byModule: {} },
+  };
 }
 
 /** merge / unmerge built in a graph from one matching. */

@@ -3,13 +3,15 @@
  * the same schedules (ratio per block per step). Blocks that ToMe never merges (downsample > max_downsample)
  * report ratio 0 and run dense.
  */
-import type { AttentionBlockInfo, TransformerRunner } from "../models/unet.js";
-import type { UNet2DConditionModel } from "../models/unet_model.js";
+import type {
+  AttentionBlockCost, AttentionBlockInfo, GraphInput, LatentSize, PruningMethod, StepInfo, TransformerRunner,
+} from "../models/pruning_hook.js";
 import type { Tensor } from "../runtime/session.js";
-import { stableHash32 } from "../shapes/rng.js";
-import type { GraphInput, LatentSize, PruningMethod, StepInfo } from "./method.js";
+import { stableHash32 } from "../util/numerics.js";
 import { scheduleByName, type Schedule, type ScheduleName } from "./schedules.js";
-import { resolveTomeOptions, tomeApplies, tomeFeeds, tomeInputs, tomePlan, tomeRunner, TomeRng, type TomeOptions } from "./tome.js";
+import {
+  resolveTomeOptions, tomeApplies, tomeBlockCost, tomeFeeds, tomeInputs, tomePlan, tomeRunner, TomeRng, type TomeOptions,
+} from "./tome.js";
 
 export interface TomeMethodOptions extends Partial<Omit<TomeOptions, "ratio">> {
   /** Merging ratio: r = floor(N * ratio) tokens merged per layer. Default 0.5. */
@@ -20,7 +22,7 @@ export interface TomeMethodOptions extends Partial<Omit<TomeOptions, "ratio">> {
 
 export class Tome implements PruningMethod {
   readonly name = "tome";
-  readonly ratioValue: number;
+  readonly nominalRatio: number;
   readonly options: TomeOptions;
   readonly schedule: Schedule;
   private stepRng: { step: number; rng: TomeRng } | null = null;
@@ -28,12 +30,12 @@ export class Tome implements PruningMethod {
   constructor(options: TomeMethodOptions = {}) {
     const clean = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) as TomeMethodOptions;
     this.options = resolveTomeOptions({ ...clean, ratio: clean.ratio ?? 0.5 });
-    this.ratioValue = this.options.ratio;
+    this.nominalRatio = this.options.ratio;
     this.schedule = typeof clean.schedule === "function" ? clean.schedule : scheduleByName(clean.schedule ?? "none");
   }
 
   ratio(block: AttentionBlockInfo, at: StepInfo): number {
-    return tomeApplies(block, this.options) ? this.schedule(at, block, this.ratioValue) : 0;
+    return tomeApplies(block, this.options) ? this.schedule(at, block, this.nominalRatio) : 0;
   }
 
   runner(_block: AttentionBlockInfo): TransformerRunner {
@@ -50,17 +52,22 @@ export class Tome implements PruningMethod {
     return tomeFeeds(block, latent, ratio, this.options, { batch, rng: this.stepRng.rng });
   }
 
+  /** The merge plan's token counts (the partition sizes do not depend on the random cell positions). */
+  private plan(block: AttentionBlockInfo, ratio: number, latent: LatentSize) {
+    return tomePlan(block, latent, ratio, { ...this.options, useRand: false }, { batch: 2 });
+  }
+
   keptTokens(block: AttentionBlockInfo, ratio: number, latent: LatentSize): number {
-    const plan = tomePlan(block, latent, ratio, { ...this.options, useRand: false }, { batch: 2 });
+    const plan = this.plan(block, ratio, latent);
     return plan.geometry.tokens - plan.r;
+  }
+
+  cost(block: AttentionBlockInfo, ratio: number, latent: LatentSize): AttentionBlockCost {
+    const plan = this.plan(block, ratio, latent);
+    return tomeBlockCost(block, plan.geometry.tokens, plan.layers[0]!.dst.length, plan.r, this.options);
   }
 
   outputs(): string[] {
     return [];
   }
-}
-
-/** ToMe for a U-Net (the U-Net argument keeps the signature parallel to AT-EDM's; it is not needed yet). */
-export function createTome(_unet: UNet2DConditionModel | null, options: TomeMethodOptions = {}): Tome {
-  return new Tome(options);
 }

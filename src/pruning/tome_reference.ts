@@ -24,36 +24,9 @@ export interface Tokens {
   dims: readonly [number, number, number];
 }
 
-export interface Partition {
-  /** Token indices of dst tokens (tomesd `b_idx`), ascending. */
-  dst: number[];
-  /** Token indices of src tokens (tomesd `a_idx`), ascending. */
-  src: number[];
-}
+import { partition, type Partition } from "./tome.js";
 
-/**
- * dst / src tokens of an h x w grid (token = y * w + x) for strides sx, sy. `cells` gives the dst offset of
- * each of the hsy * wsx cells in row-major cell order (tomesd's `rand_idx`); omitted = all 0 (no_rand).
- */
-export function partition(h: number, w: number, sx: number, sy: number, cells?: ArrayLike<number>): Partition {
-  const hsy = Math.floor(h / sy);
-  const wsx = Math.floor(w / sx);
-  if (cells && cells.length !== hsy * wsx) throw new Error(`partition: ${cells.length} cells, expected ${hsy * wsx}`);
-  const isDst = new Uint8Array(h * w);
-  for (let i = 0; i < hsy; i++) {
-    for (let j = 0; j < wsx; j++) {
-      const c = cells ? cells[i * wsx + j]! : 0;
-      if (!(c >= 0 && c < sx * sy)) throw new Error(`partition: cell offset ${c} out of [0, ${sx * sy})`);
-      const y = i * sy + Math.floor(c / sx);
-      const x = j * sx + (c % sx);
-      isDst[y * w + x] = 1;
-    }
-  }
-  const dst: number[] = [];
-  const src: number[] = [];
-  for (let t = 0; t < h * w; t++) (isDst[t] ? dst : src).push(t);
-  return { dst, src };
-}
+export { partition, type Partition };
 
 export interface Matching {
   /** Merged token count actually used: min(r, number of src tokens); 0 means merge and unmerge are identities. */

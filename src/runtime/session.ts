@@ -30,7 +30,7 @@ export class Runtime {
 
   constructor(options: RuntimeOptions = {}) {
     const threads = options.threads ?? availableParallelism();
-    if (!Number.isInteger(threads) || threads < 1) throw new AtedmError(`--threads must be a positive integer, got ${threads}`);
+    if (!Number.isInteger(threads) || threads < 1) throw new AtedmError(`Runtime: threads must be a positive integer, got ${threads}`);
     this.threads = threads;
   }
 

@@ -16,6 +16,7 @@
  */
 import { readFileSync } from "node:fs";
 import { AtedmError } from "../errors.js";
+import { torchLinspaceF32 } from "../util/numerics.js";
 
 const f32 = Math.fround;
 
@@ -256,12 +257,12 @@ export function checkStepArgs(
   modelOutput: Float32Array,
   sample: Float32Array,
 ): void {
-  if (numSteps === 0) throw new Error(`${className}: call setTimesteps() before step()`);
+  if (numSteps === 0) throw new AtedmError(`${className}: call setTimesteps() before step()`);
   if (!Number.isInteger(stepIndex) || stepIndex < 0 || stepIndex >= numSteps) {
-    throw new RangeError(`${className}: step index ${stepIndex} out of range [0, ${numSteps})`);
+    throw new AtedmError(`${className}: step index ${stepIndex} out of range [0, ${numSteps})`);
   }
   if (modelOutput.length !== sample.length) {
-    throw new RangeError(`${className}: model output has ${modelOutput.length} values, sample has ${sample.length}`);
+    throw new AtedmError(`${className}: model output has ${modelOutput.length} values, sample has ${sample.length}`);
   }
 }
 
@@ -277,25 +278,6 @@ export function checkNumSteps(className: string, n: number, numTrainTimesteps: n
 // ---------------------------------------------------------------------------------------------------------------
 // Noise schedule (betas, alphas_cumprod)
 // ---------------------------------------------------------------------------------------------------------------
-
-/** `torch.linspace(start, end, steps, dtype=torch.float32)` on CPU, bit-exact. */
-export function torchLinspaceF32(start: number, end: number, steps: number): Float32Array {
-  const out = new Float32Array(steps);
-  const s = f32(start);
-  const e = f32(end);
-  if (steps === 1) {
-    out[0] = s;
-    return out;
-  }
-  const step = f32(f32(e - s) / (steps - 1));
-  const halfway = Math.floor(steps / 2);
-  for (let i = 0; i < steps; i++) {
-    // torch fills the first half from `start` and the second half from `end`; `step * k` is exact in float64,
-    // so one rounding to float32 reproduces its fused multiply-add.
-    out[i] = i < halfway ? f32(s + step * i) : f32(e - step * (steps - i - 1));
-  }
-  return out;
-}
 
 /**
  * `betas_for_alpha_bar(n)` with the cosine ("squaredcos_cap_v2", GLIDE) transform: computed in float64 and stored as

@@ -18,6 +18,7 @@
  * v_prediction / sample, all three spacings, `steps_offset`, `clip_sample` / `clip_sample_range`,
  * `set_alpha_to_one`. Rejected: `thresholding: true`.
  */
+import { AtedmError } from "../errors.js";
 import {
   checkNumSteps,
   checkStepArgs,
@@ -151,7 +152,7 @@ export class DDIMScheduler implements Scheduler {
   private alphaCumprodAt(t: number): number {
     const N = this.alphasCumprod.length;
     if (!Number.isInteger(t) || t < -N || t >= N) {
-      throw new RangeError(`${this.className}: timestep ${t} outside alphas_cumprod [0, ${N})`);
+      throw new AtedmError(`${this.className}: timestep ${t} outside alphas_cumprod [0, ${N})`);
     }
     return this.alphasCumprod[t < 0 ? N + t : t]!;
   }

@@ -26,6 +26,7 @@
  * Rejected: `thresholding`, `variance_type` learned*, `use_exponential_sigmas`, `use_beta_sigmas`,
  * `use_lu_lambdas`, `use_flow_sigmas`.
  */
+import { AtedmError } from "../errors.js";
 import {
   checkNumSteps,
   checkStepArgs,
@@ -166,7 +167,7 @@ export class DPMSolverMultistepScheduler implements Scheduler {
     const numSteps = this.timesteps.length;
     checkStepArgs(this.className, numSteps, stepIndex, modelOutput, sample);
     if (this.lastStepIndex !== null && stepIndex !== this.lastStepIndex + 1) {
-      throw new Error(
+      throw new AtedmError(
         `${this.className}: step(${stepIndex}) after step(${this.lastStepIndex}); multistep solvers need consecutive steps (call setTimesteps to restart)`,
       );
     }

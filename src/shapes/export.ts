@@ -16,7 +16,7 @@ import { AtedmError } from "../errors.js";
 import { atomicWrite, writeSafetensors } from "../io/safetensors.js";
 import { GRAMMAR_VERSION, HELD_OUT_RULE, PALETTE, captionOf, sampleScene } from "./grammar.js";
 import { ANCHORS, BASE_SIZE, EXTENT, JITTER, SUPERSAMPLE, renderSceneInto } from "./render.js";
-import { Mulberry32 } from "./rng.js";
+import { Mulberry32 } from "../util/numerics.js";
 
 export interface ExportOptions {
   count: number;
@@ -34,9 +34,9 @@ export interface GeneratedSet {
 /** Render the training set in memory (what `exportDataset` writes). */
 export function generateDataset(options: ExportOptions): GeneratedSet {
   const { count, seed } = options;
-  if (!Number.isInteger(count) || count < 1) throw new AtedmError(`shapes export: --count must be a positive integer, got ${count}`);
+  if (!Number.isInteger(count) || count < 1) throw new AtedmError(`shapes export: count must be a positive integer, got ${count}`);
   if (!Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) {
-    throw new AtedmError(`shapes export: --seed must be an integer in [0, 2^32), got ${seed}`);
+    throw new AtedmError(`shapes export: seed must be an integer in [0, 2^32), got ${seed}`);
   }
   const twoObjectFraction = options.twoObjectFraction ?? 0.25;
   const rng = new Mulberry32(seed);

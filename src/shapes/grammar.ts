@@ -14,7 +14,8 @@
  * The article is always "a" (also before "orange"): the templates are fixed strings, not English.
  */
 import { AtedmError } from "../errors.js";
-import { pick, randInt, stableHash32, type Rng } from "./rng.js";
+import { randInt, stableHash32, type Rng } from "../util/numerics.js";
+import { pick } from "./rng.js";
 
 /** Bump when captions, palette, geometry or the held-out rule change: a data set records it in meta.json. */
 export const GRAMMAR_VERSION = 2;

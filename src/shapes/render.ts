@@ -18,7 +18,8 @@
  */
 import { AtedmError } from "../errors.js";
 import { checkScene, PALETTE, positionCell, type SceneSpec, type Shape, type Size } from "./grammar.js";
-import { uniform, type Rng } from "./rng.js";
+import type { Rng } from "../util/numerics.js";
+import { uniform } from "./rng.js";
 
 /** Reference image size the geometry constants are given in. */
 export const BASE_SIZE = 32;
