@@ -74,10 +74,8 @@ export function featureNorm(x: Float64Array, N: number, C: number): Float64Array
   return s;
 }
 
-/** SPEC step 3: k = max(1, floor((1 - rho) N + 0.5)). */
-export function keepCount(N: number, ratio: number): number {
-  return Math.max(1, Math.floor((1 - ratio) * N + 0.5));
-}
+/** SPEC step 3's k: the same function the graph's callers use (a one-line formula, tested with examples). */
+export { keepCount } from "./atedm_math.js";
 
 /** The k highest scores; ties go to the lower token index; returned in ascending index order. */
 export function keepSet(score: ArrayLike<number>, k: number): number[] {
@@ -134,4 +132,116 @@ export function recoverySources(
     src.push(best);
   }
   return src;
+}
+
+/** Rows `idx` of x (N, C): (idx.length, C). */
+export function gatherRows(x: ArrayLike<number>, idx: readonly number[], C: number): Float64Array {
+  const out = new Float64Array(idx.length * C);
+  idx.forEach((t, p) => {
+    for (let c = 0; c < C; c++) out[p * C + c] = x[t * C + c]!;
+  });
+  return out;
+}
+
+/**
+ * Copy-style recovery (copy, cosine, nearest), applied after proj_out: token i gets row src[i] of the kept
+ * tokens' output `outKept` (k, C); src from recoverySources (kept tokens point at themselves). -> (N, C).
+ */
+export function copyRefill(outKept: ArrayLike<number>, src: readonly number[], C: number): Float64Array {
+  return gatherRows(outKept, src, C);
+}
+
+/**
+ * copy-delta recovery, applied BEFORE proj_out: kept token keep[p] gets its own features after the rest of the
+ * block, keptAfter[p]; pruned token i gets its own pruning-point features plus its source's change over the rest
+ * of the block, x1[i] + (keptAfter[src[i]] - x1[keep[src[i]]]) (src: the copy sources). -> (N, C), then proj_out.
+ */
+export function copyDeltaRefill(
+  x1: ArrayLike<number>,
+  keptAfter: ArrayLike<number>,
+  keep: readonly number[],
+  src: readonly number[],
+  N: number,
+  C: number,
+): Float64Array {
+  const out = new Float64Array(N * C);
+  const pos = new Map(keep.map((t, p) => [t, p]));
+  for (let i = 0; i < N; i++) {
+    const own = pos.get(i);
+    const s = src[i]!;
+    for (let c = 0; c < C; c++) {
+      if (own !== undefined) out[i * C + c] = keptAfter[own * C + c]!;
+      else out[i * C + c] = x1[i * C + c]! + (keptAfter[s * C + c]! - x1[keep[s]! * C + c]!);
+    }
+  }
+  return out;
+}
+
+/** zero recovery, applied after proj_out: kept token keep[p] gets outKept[p]; pruned tokens get 0. -> (N, C). */
+export function zeroRefill(outKept: ArrayLike<number>, keep: readonly number[], N: number, C: number): Float64Array {
+  const out = new Float64Array(N * C);
+  keep.forEach((t, p) => {
+    for (let c = 0; c < C; c++) out[t * C + c] = outKept[p * C + c]!;
+  });
+  return out;
+}
+
+/**
+ * Mask sharing under classifier-free guidance (batch order [unconditional, conditional]): the score each batch
+ * element ranks its tokens by. `conditional`: element b uses the conditional half's element B/2 + (b mod B/2).
+ */
+export function sharedScores<T>(scores: readonly T[], sharing: "per-element" | "conditional"): T[] {
+  if (sharing === "per-element") return scores.slice();
+  const B = scores.length;
+  if (B % 2 !== 0) throw new Error(`conditional mask sharing needs an even batch, got ${B}`);
+  const half = B / 2;
+  return scores.map((_, b) => scores[half + (b % half)]!);
+}
+
+/**
+ * How clear the keep-set boundary is: (s_(k) - s_(k+1)) / |s_(k)| for the k-th and (k+1)-th highest scores
+ * (Infinity when every token is kept). Below ~1e-5 a float32 implementation may keep a different set (SPEC).
+ */
+export function keepBoundaryGap(score: ArrayLike<number>, k: number): number {
+  if (k >= score.length) return Infinity;
+  const sorted = Array.from(score).sort((a, b) => b - a);
+  return (sorted[k - 1]! - sorted[k]!) / Math.abs(sorted[k - 1]!);
+}
+
+/**
+ * How clear the recovery choice is: over the pruned tokens, the smallest gap between the best and the second-best
+ * kept candidate, (best - second) / max(|best|, 1e-30) for copy (A[i, j]) and absolute for cosine (values in
+ * [-1, 1]). Infinity when nothing is pruned or only one token is kept. (nearest compares exact integers.)
+ */
+export function recoveryMargin(
+  kind: "copy" | "cosine",
+  keep: number[],
+  N: number,
+  data: { A?: Float64Array; x1?: Float64Array; C?: number },
+): number {
+  const kept = new Set(keep);
+  let margin = Infinity;
+  for (let i = 0; i < N; i++) {
+    if (kept.has(i) || keep.length < 2) continue;
+    const vals = keep.map((j) => (kind === "copy" ? data.A![i * N + j]! : cosineRows(data.x1!, i, j, data.C!)));
+    vals.sort((a, b) => b - a);
+    const gap = vals[0]! - vals[1]!;
+    margin = Math.min(margin, kind === "copy" ? gap / Math.max(Math.abs(vals[0]!), 1e-30) : gap);
+  }
+  return margin;
+}
+
+/** Cosine similarity of rows i and j of x (N, C). */
+function cosineRows(x: ArrayLike<number>, i: number, j: number, C: number): number {
+  let dot = 0;
+  let ni = 0;
+  let nj = 0;
+  for (let c = 0; c < C; c++) {
+    const a = x[i * C + c]!;
+    const b = x[j * C + c]!;
+    dot += a * b;
+    ni += a * a;
+    nj += b * b;
+  }
+  return dot / Math.sqrt(ni * nj);
 }
