@@ -1,100 +1,331 @@
 /**
  * The `atedm` command line as a user runs it: generate with --latents reproduces diffusers' pipeline, --json
- * and --save-latents / --save-masks outputs, flops totals, and one-line errors for bad input.
+ * and --save-latents / --save-masks outputs, flops totals, export-shapes output, one-line errors for bad input,
+ * and --help that documents every flag a command parses.
+ *
+ * Each command runs once as a real process (`atedmSpawn`: the entry path, exit code and stdout/stderr of a
+ * process); every other case calls `main(argv)` in this process (`atedmInProcess`), which is much faster.
  */
-import { test } from "node:test";
+import { after, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { pruningFlags } from "../src/cli/pruning_flags.js";
 import { readSafetensors } from "../src/io/safetensors.js";
+import { generateDataset } from "../src/shapes/export.js";
+import { atedmInProcess, atedmSpawn, type CliResult } from "./helpers/cli.js";
 import { assertClose, golden, tensorOf, TINY_SD, TINY_SDXL, TOL } from "./helpers/golden.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const tmp = mkdtempSync(join(tmpdir(), "atedm-cli-"));
 
-function atedm(...args: string[]) {
-  const r = spawnSync(process.execPath, ["--import", "tsx", join(here, "helpers", "cli.ts"), ...args], { encoding: "utf8" });
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+/** What atedmInProcess patches while main() runs, as it was (not process.exitCode: node:test sets it when a test fails). */
+const processState = () => [process.cwd(), process.stdout.write, process.stderr.write, process.env.ATEDM_DEBUG];
+const before = processState();
+
+const COMMANDS = ["generate", "flops", "eval-alignment", "export-shapes"] as const;
+const unetConfig = (name: string) => join(here, "configs", `${name}-unet.json`);
+
+const generateArgs = (model: string, guidance: string) => {
+  const name = model.split("/").pop();
+  const out = join(tmp, `${name}.png`);
+  const lat = join(tmp, `${name}-latents.safetensors`);
+  const args = [
+    "generate",
+    "a photograph of an astronaut riding a horse on the moon",
+    "--model",
+    model,
+    "--negative",
+    "blurry, low quality, watermark",
+    "--steps",
+    "4",
+    "--guidance",
+    guidance,
+    "--latents",
+    join(model, "golden", "pipeline_s4.safetensors"),
+    "--out",
+    out,
+    "--save-latents",
+    lat,
+    "--json",
+    "--threads",
+    "2",
+  ];
+  return { name, out, lat, args };
+};
+const flopsArgs = (name: string, h: number) => ["flops", "--unet-config", unetConfig(name), "--height", String(h), "--width", String(h), "--json"];
+const prompts = join(tmp, "prompts.txt");
+writeFileSync(prompts, "a large red circle at the left on a white background\n");
+
+// The one real process per command starts now and runs while the in-process tests do; its test awaits it.
+const processes = {
+  generate: atedmSpawn(...generateArgs(TINY_SD, "7.5").args),
+  flops: atedmSpawn(...flopsArgs("sd15", 512)),
+  // Loads the embedded shapes model, and only then builds the pruning method, which rejects the ratio.
+  evalAlignment: atedmSpawn("eval-alignment", "--prompts", prompts, "--steps", "1", "--method", "atedm", "--ratio", "1.5", "--json"),
+  exportShapes: atedmSpawn("export-shapes", "--out", join(tmp, "shapes"), "--count", "3", "--seed", "7", "--two-object-fraction", "0.5"),
+};
+after(async () => {
+  await Promise.all(Object.values(processes));
+  rmSync(tmp, { recursive: true, force: true });
+});
+
+/** A failure a user caused: exit code 1, nothing on stdout, one line `atedm: ...` on stderr matching `pattern`. */
+function assertOneLineError(r: CliResult, pattern: RegExp, what: string): void {
+  assert.equal(r.code, 1, `exit code 1 for ${what}: ${r.stderr}`);
+  assert.equal(r.stdout, "", `nothing on stdout for ${what}`);
+  const lines = r.stderr.trim().split("\n");
+  assert.equal(lines.length, 1, `one line for ${what}: ${r.stderr}`);
+  assert.match(lines[0]!, /^atedm: /);
+  assert.match(lines[0]!, pattern);
 }
 
-for (const [model, guidance] of [[TINY_SD, "7.5"], [TINY_SDXL, "5.0"]] as const) {
-  test(`generate --latents on ${model.split("/").pop()} reproduces diffusers' pipeline (4 steps)`, () => {
-    const out = join(tmp, `${model.split("/").pop()}.png`);
-    const lat = join(tmp, `${model.split("/").pop()}-latents.safetensors`);
-    const r = atedm("generate", "a photograph of an astronaut riding a horse on the moon", "--model", model,
-      "--negative", "blurry, low quality, watermark", "--steps", "4", "--guidance", guidance,
-      "--latents", join(model, "golden", "pipeline_s4.safetensors"), "--out", out, "--save-latents", lat, "--json", "--threads", "2");
+/** The flags an option table of a help text documents: the `--name`s before the description column of lines `  --...`. */
+function documentedFlags(help: string): Set<string> {
+  const flags = new Set<string>();
+  for (const line of help.split("\n")) {
+    const head = /^ +(--\S.*?)(?: {2,}|$)/.exec(line)?.[1];
+    for (const m of head?.matchAll(/--([a-z][\w-]*)/g) ?? []) flags.add(m[1]!);
+  }
+  return flags;
+}
+
+for (const [model, guidance, spawned] of [
+  [TINY_SDXL, "5.0", false],
+  [TINY_SD, "7.5", true],
+] as const) {
+  const { name, out, lat, args } = generateArgs(model, guidance);
+  test(`generate --latents on ${name} reproduces diffusers' pipeline (4 steps${spawned ? ", own process" : ""})`, async () => {
+    const r = spawned ? await processes.generate : await atedmInProcess(args);
     assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stderr, "", "--json: nothing on stderr (no progress bar)");
+    if ("written" in r) assert.deepEqual(r.written, [], "writes only the files it was given");
     const j = JSON.parse(r.stdout);
     for (const k of ["model", "steps", "seconds_total", "seconds_per_step", "unet_tflops_per_step", "output"]) assert.ok(k in j, `--json has ${k}`);
     assert.equal(j.steps, 4);
     assert.equal(j.output.image, out);
+    assert.equal(j.output.latents, lat);
     assert.ok(readFileSync(out).subarray(1, 4).toString() === "PNG");
     const ours = readSafetensors(lat).get("latents")!;
-    assertClose("output.latents", ours.data as Float32Array, tensorOf(golden(model, "pipeline_s4.safetensors"), "output.latents"), TOL.pipeline, ours.dims);
+    assertClose(
+      "output.latents",
+      ours.data as Float32Array,
+      tensorOf(golden(model, "pipeline_s4.safetensors"), "output.latents"),
+      TOL.pipeline,
+      ours.dims,
+    );
   });
 }
 
-test("generate --method atedm --save-masks writes kept-token and score images per step and block", () => {
-  const dir = join(tmp, "masks");
-  const r = atedm("generate", "a cabin", "--model", TINY_SDXL, "--steps", "2", "--height", "64", "--width", "64",
-    "--method", "atedm", "--ratio", "0.5", "--schedule", "none", "--save-masks", dir, "--out", join(tmp, "m.png"), "--json");
+test("generate --method atedm --save-masks writes kept-token and score images per step and block", async () => {
+  // Relative paths: they land in atedmInProcess's fresh current directory, so `written` is all it wrote.
+  const r = await atedmInProcess([
+    "generate",
+    "a cabin",
+    "--model",
+    TINY_SDXL,
+    "--steps",
+    "2",
+    "--height",
+    "64",
+    "--width",
+    "64",
+    "--method",
+    "atedm",
+    "--ratio",
+    "0.5",
+    "--schedule",
+    "none",
+    "--save-masks",
+    "masks",
+    "--out",
+    "m.png",
+    "--json",
+  ]);
   assert.equal(r.code, 0, r.stderr);
   const j = JSON.parse(r.stdout);
   assert.equal(j.method, "atedm");
   assert.ok(j.flops_saving > 0 && j.flops_saving < 1);
-  const files = readdirSync(dir);
+  assert.deepEqual(j.output, { image: "m.png", masks: "masks" });
+  assert.ok(r.written.includes("m.png"));
+  assert.deepEqual(
+    r.written.filter((f) => f !== "m.png" && f !== "masks" && !f.startsWith(join("masks", ""))),
+    [],
+    "nothing else written",
+  );
+  const files = r.written.filter((f) => f.startsWith(join("masks", ""))).map((f) => f.slice("masks".length + 1));
   // tiny-sdxl has 6 attention blocks (2 down, 1 mid, 3... see attentionBlocks); 2 steps, 2 images each.
   assert.ok(files.some((f) => f.startsWith("step000_") && f.endsWith("_kept.png")));
   assert.ok(files.some((f) => f.startsWith("step001_") && f.endsWith("_score.png")));
   assert.equal(files.filter((f) => f.endsWith("_kept.png")).length, files.filter((f) => f.endsWith("_score.png")).length);
 });
 
-test("flops reproduces the SPEC reference totals and the SD-XL saving at ratio 0.63", () => {
-  for (const [name, h, total] of [["sd15", 512, 0.803], ["sd21", 768, 2.149], ["sdxl", 1024, 6.761]] as const) {
-    const r = atedm("flops", "--unet-config", join(here, "configs", `${name}-unet.json`), "--height", String(h), "--width", String(h), "--json");
+test("flops reproduces the SPEC reference totals and the SD-XL saving at ratio 0.63", async () => {
+  for (const [name, h, total] of [
+    ["sd15", 512, 0.803],
+    ["sd21", 768, 2.149],
+    ["sdxl", 1024, 6.761],
+  ] as const) {
+    const r = name === "sd15" ? await processes.flops : await atedmInProcess(flopsArgs(name, h)); // the one flops run in its own process
     assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stderr, "", `${name}: nothing on stderr`);
     const j = JSON.parse(r.stdout);
     assert.ok(Math.abs(j.unet_tflops / total - 1) < 1e-3, `${name}: ${j.unet_tflops} vs ${total}`);
   }
-  const r = atedm("flops", "--unet-config", join(here, "configs", "sdxl-unet.json"), "--height", "1024", "--width", "1024",
-    "--method", "atedm", "--ratio", "0.63", "--schedule", "none", "--json");
+  const r = await atedmInProcess([
+    "flops",
+    "--unet-config",
+    unetConfig("sdxl"),
+    "--height",
+    "1024",
+    "--width",
+    "1024",
+    "--method",
+    "atedm",
+    "--ratio",
+    "0.63",
+    "--schedule",
+    "none",
+    "--json",
+  ]);
+  assert.equal(r.code, 0, r.stderr);
   const j = JSON.parse(r.stdout);
   assert.ok(j.unet_tflops_pruned < j.unet_tflops && j.flops_saving > 0.3 && j.flops_saving < 0.5, JSON.stringify(j.flops_saving));
 });
 
-test("bad input ends in one line naming the problem, exit code 1, no stack trace", () => {
+test("bad input ends in one line naming the problem, exit code 1, no stack trace, no file written", async () => {
+  const bad = join(tmp, "bad.safetensors");
+  writeFileSync(bad, Buffer.from([1, 0, 0, 0, 0, 0, 0, 0, 123]));
+  const badJson = join(tmp, "bad.json");
+  writeFileSync(badJson, '{"sample_size": ');
+  const badPrompts = join(tmp, "bad-prompts.txt");
+  writeFileSync(badPrompts, "a large red circle at the left on a white background\na purple elephant\n");
+  const sd15 = unetConfig("sd15");
+  // Relative --out paths land in the fresh current directory of atedmInProcess: a failing command must not create them.
   const cases: Array<[string[], RegExp]> = [
     [["generate", "x", "--model", join(tmp, "nope")], /nope: not a diffusers model folder/],
     [["generate", "x", "--model", TINY_SD, "--steps", "zero"], /--steps must be an integer/],
+    [["generate", "x", "--model", TINY_SD, "--seed", "4294967296"], /--seed must be an integer in \[0, 4294967295\], got '4294967296'/],
     [["generate", "x", "--model", TINY_SD, "--scheduler", "pndm"], /--scheduler must be one of/],
     [["generate", "x", "--model", TINY_SD, "--bogus"], /Unknown option '--bogus'/],
     [["generate", "x", "--model", TINY_SD, "--height", "100"], /--height must be a positive multiple of 8/],
     [["generate", "x", "--model", TINY_SD, "--method", "atedm", "--ratio", "1.5"], /--ratio must be in \[0, 1\)/],
+    [["generate", "x", "--model", TINY_SD, "--latents", bad], /bad\.safetensors: (corrupt|safetensors header)/],
     [["flops"], /give --model DIR or --unet-config FILE/],
+    [["flops", "--unet-config", join(tmp, "missing.json")], /missing\.json: file not found/],
+    [["flops", "--unet-config", badJson], /bad\.json: invalid JSON/],
+    [["flops", "--unet-config", sd15, "--height", "100"], /--height\/--width must be multiples of 8/],
+    [["flops", "--unet-config", sd15, "--ratio", "0.5"], /--ratio needs --method atedm or tome/],
+    [["flops", "--unet-config", sd15, "--method", "tome", "--tome-merge", "attn,ffn"], /--tome-merge: unknown sub-layer 'ffn'/],
+    [["flops", "--unet-config", sd15, "--hieght", "512"], /flops: Unknown option '--hieght'.* \(see 'atedm flops --help'\)$/],
+    [["eval-alignment"], /--prompts FILE is required/],
+    [["eval-alignment", "--prompts", join(tmp, "missing.txt")], /missing\.txt: cannot read \(ENOENT\)/],
+    [["eval-alignment", "--prompts", badPrompts], /bad-prompts\.txt:2: shapes: caption outside the grammar: "a purple elephant"/],
+    [["export-shapes", "--count", "3"], /export-shapes: --out DIR is required/],
+    [["export-shapes", "--out", "shapes"], /export-shapes: --count N is required/],
+    [["export-shapes", "--out", "shapes", "--count", "0"], /--count must be an integer >= 1, got '0'/],
+    [["export-shapes", "--out", "shapes", "--count", "many"], /--count must be an integer >= 1, got 'many'/],
+    [["export-shapes", "--out", "shapes", "--count", "2", "--two-object-fraction", "half"], /--two-object-fraction must be a number/],
+    [["export-shapes", "--out", "shapes", "--count", "2", "--seed", "4294967296"], /--seed must be an integer in \[0, 4294967295\], got '4294967296'/],
   ];
-  const bad = join(tmp, "bad.safetensors");
-  writeFileSync(bad, Buffer.from([1, 0, 0, 0, 0, 0, 0, 0, 123]));
-  cases.push([["generate", "x", "--model", TINY_SD, "--latents", bad], /bad\.safetensors: (corrupt|safetensors header)/]);
   for (const [args, pattern] of cases) {
-    const r = atedm(...args);
-    assert.notEqual(r.code, 0, args.join(" "));
-    const lines = r.stderr.trim().split("\n");
-    assert.equal(lines.length, 1, `one line for ${args.join(" ")}: ${r.stderr}`);
-    assert.match(lines[0]!, /^atedm: /);
-    assert.match(lines[0]!, pattern);
+    const r = await atedmInProcess(args);
+    assertOneLineError(r, pattern, args.join(" "));
+    assert.deepEqual(r.written, [], `no file written by ${args.join(" ")}`);
   }
 });
 
-test("--help explains every flag of generate", () => {
-  const r = atedm("generate", "--help");
+test("a failing command as its own process: exit code 1, one `atedm: ` line on stderr, even after ONNX Runtime loaded a model", async () => {
+  const r = await processes.evalAlignment;
+  assertOneLineError(r, /--ratio must be in \[0, 1\)/, "eval-alignment --ratio 1.5");
+});
+
+test("export-shapes as its own process writes the data set the library generates for the same count, seed and fraction", async () => {
+  const out = join(tmp, "shapes");
+  const r = await processes.exportShapes;
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(r.stdout, "");
+  assert.match(r.stderr, /^wrote 3 images to .*shapes in \d+\.\d\d s\n$/);
+  const want = generateDataset({ count: 3, seed: 7, twoObjectFraction: 0.5 });
+  const images = readSafetensors(join(out, "shapes.safetensors")).get("images")!;
+  assert.deepEqual(images.dims, [3, 32, 32, 3]);
+  assert.deepEqual(Buffer.from(images.data as Uint8Array), Buffer.from(want.images));
+  assert.deepEqual(JSON.parse(readFileSync(join(out, "captions.json"), "utf8")), want.captions);
+  const meta = JSON.parse(readFileSync(join(out, "meta.json"), "utf8"));
+  assert.equal(meta.seed, 7);
+  assert.equal(meta.twoObjectFraction, 0.5);
+});
+
+test("--help explains every flag of generate, exits 0 and writes no file", async () => {
+  // Without --help, `generate` in this directory would write out.png with the embedded model.
+  const r = await atedmInProcess(["generate", "--help"]);
   assert.equal(r.code, 0);
-  for (const flag of ["--model", "--negative", "--steps", "--guidance", "--seed", "--height", "--width", "--scheduler", "--latents",
-    "--out", "--save-latents", "--threads", "--json", "--method", "--ratio", "--schedule", "--save-masks"]) {
+  assert.deepEqual(r.written, [], "generate --help wrote files into the current directory");
+  assert.equal(r.stderr, "");
+  for (const flag of [
+    "--model",
+    "--negative",
+    "--steps",
+    "--guidance",
+    "--seed",
+    "--height",
+    "--width",
+    "--scheduler",
+    "--latents",
+    "--out",
+    "--save-latents",
+    "--threads",
+    "--json",
+    "--method",
+    "--ratio",
+    "--schedule",
+    "--save-masks",
+  ]) {
     assert.ok(r.stdout.includes(flag), flag);
   }
-  assert.ok(!existsSync(join(tmp, "out.png")));
+});
+
+test("--help of every command documents exactly the flags its parser accepts (from the parser's option list)", async () => {
+  for (const command of COMMANDS) {
+    const r = await atedmInProcess([command, "--help"]);
+    assert.equal(r.code, 0, `${command} --help: ${r.stderr}`);
+    assert.equal(r.stderr, "");
+    assert.deepEqual(r.written, [], `${command} --help wrote files`);
+    assert.equal(r.parsed.length, 1, `${command} parses its argv once`);
+    const parsed = new Set(r.parsed[0]!.filter((f) => f !== "help"));
+    if (command !== "export-shapes") {
+      for (const f of Object.keys(pruningFlags)) assert.ok(parsed.has(f), `${command} parses the pruning flag --${f}`);
+    }
+    const documented = documentedFlags(r.stdout);
+    for (const f of parsed) assert.ok(documented.has(f), `${command} --help documents --${f}`);
+    for (const f of documented) assert.ok(parsed.has(f), `${command} --help documents --${f}, which its parser rejects`);
+    const short = await atedmInProcess([command, "-h"]);
+    assert.equal(short.code, 0);
+    assert.equal(short.stdout, r.stdout, `${command} -h prints the same help as --help`);
+  }
+});
+
+test("atedm --help lists every command; a missing or unknown command is a usage error (exit 2)", async () => {
+  for (const arg of ["--help", "-h", "help"]) {
+    const r = await atedmInProcess([arg]);
+    assert.equal(r.code, 0, arg);
+    assert.equal(r.stderr, "");
+    for (const command of COMMANDS) assert.match(r.stdout, new RegExp(`^  ${command} `, "m"), `${arg} lists ${command}`);
+  }
+  const none = await atedmInProcess([]);
+  assert.equal(none.code, 2);
+  assert.match(none.stdout, /^Usage: atedm <command>/);
+  const r = await atedmInProcess(["frobnicate", "--help"]);
+  assert.equal(r.code, 2);
+  assert.equal(r.stdout, "");
+  assert.match(r.stderr.split("\n")[0]!, /^atedm: unknown command 'frobnicate'$/);
+  assert.match(r.stderr, /^Usage: atedm <command>/m);
+  assert.deepEqual(r.written, []);
+});
+
+test("in-process runs leave the test process as they found it (cwd, stdout/stderr write, env)", () => {
+  assert.deepEqual(processState(), before);
+  assert.ok(!Object.hasOwn(process.stdout, "write") && !Object.hasOwn(process.stderr, "write"));
 });

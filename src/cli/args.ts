@@ -17,12 +17,18 @@ export function parse(argv: string[], options: Flags, command: string): { values
   }
 }
 
-export function int(value: string | undefined, flag: string, min = -Infinity): number | undefined {
+export function int(value: string | undefined, flag: string, min = -Infinity, max = Infinity): number | undefined {
   if (value === undefined) return undefined;
   const n = Number(value);
-  if (!Number.isInteger(n) || n < min) throw new AtedmError(`--${flag} must be an integer${min > -Infinity ? ` >= ${min}` : ""}, got '${value}'`);
+  if (!Number.isInteger(n) || n < min || n > max) {
+    const range = max < Infinity ? ` in [${min}, ${max}]` : min > -Infinity ? ` >= ${min}` : "";
+    throw new AtedmError(`--${flag} must be an integer${range}, got '${value}'`);
+  }
   return n;
 }
+
+/** Seeds are 32-bit unsigned integers. */
+export const MAX_SEED = 0xffffffff;
 
 export function num(value: string | undefined, flag: string): number | undefined {
   if (value === undefined) return undefined;

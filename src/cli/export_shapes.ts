@@ -1,7 +1,7 @@
 /** `atedm export-shapes`: write the synthetic shapes training set (images + captions) for training/. */
 import { exportDataset } from "../shapes/export.js";
 import { AtedmError } from "../errors.js";
-import { int, num, parse, type Flags } from "./args.js";
+import { int, MAX_SEED, num, parse, type Flags } from "./args.js";
 
 const flags: Flags = {
   out: { type: "string" },
@@ -32,7 +32,7 @@ export async function exportShapesCommand(argv: string[]): Promise<number> {
   if (count === undefined) throw new AtedmError("export-shapes: --count N is required");
   const { seconds } = exportDataset(v.out as string, {
     count,
-    seed: int(v.seed as string | undefined, "seed", 0) ?? 0,
+    seed: int(v.seed as string | undefined, "seed", 0, MAX_SEED) ?? 0,
     twoObjectFraction: num(v["two-object-fraction"] as string | undefined, "two-object-fraction") ?? 0.25,
   });
   process.stderr.write(`wrote ${count} images to ${v.out} in ${seconds.toFixed(2)} s\n`);

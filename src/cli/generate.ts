@@ -8,7 +8,7 @@ import { median } from "../metrics/timing.js";
 import { loadPipeline, type TextToImagePipeline } from "../pipeline/text_to_image.js";
 import { applyPruning, type PruningMethod } from "../pruning/index.js";
 import { SCHEDULER_NAMES } from "../schedulers/index.js";
-import { int, num, oneOf, parse, type Flags } from "./args.js";
+import { int, MAX_SEED, num, oneOf, parse, type Flags } from "./args.js";
 import { saveMasks, type StepMasks } from "./masks.js";
 import { Progress } from "./progress.js";
 import { makeMethod, pruningFlags, PRUNING_HELP } from "./pruning_flags.js";
@@ -75,7 +75,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
   const out = (v.out as string | undefined) ?? "out.png";
   const steps = int(v.steps as string | undefined, "steps", 1) ?? 20;
   const threads = int(v.threads as string | undefined, "threads", 1);
-  const seed = int(v.seed as string | undefined, "seed", 0);
+  const seed = int(v.seed as string | undefined, "seed", 0, MAX_SEED);
   if (seed !== undefined && seed > 0xffffffff) throw new AtedmError(`--seed must be below 2^32, got ${seed}`);
   const scheduler = oneOf(v.scheduler as string | undefined, "scheduler", SCHEDULER_NAMES);
   let latents: Float32Array | undefined;
