@@ -20,7 +20,7 @@ import { Weights } from "../src/models/weights.js";
 import { AtEdm } from "../src/pruning/atedm.js";
 import type { PruningMethod } from "../src/models/pruning_hook.js";
 import { Tome } from "../src/pruning/tome_method.js";
-import { Runtime, Session, type Tensor } from "../src/runtime/session.js";
+import { Runtime, type Session, type Tensor } from "../src/runtime/session.js";
 import { arg, loadConfig, machine, median, ROOT, syntheticWeights, table, unetFeeds } from "./common.js";
 
 const runs = Number(arg("runs", "5"));
@@ -34,10 +34,12 @@ const STEP = { step: 0, steps: 1 };
 async function session(rt: Runtime, cfg: UNetConfig, weights: Weights, method: PruningMethod | null): Promise<Session> {
   const blocks = attentionBlocks(cfg).filter((b) => method && method.ratio(b, STEP) > 0);
   const set = new Set(blocks.map((b) => b.path));
-  return rt.session(buildUNetGraph(cfg, weights, {
-    runners: (b) => (method && set.has(b.path) ? method.runner(b) : undefined),
-    extraInputs: method ? blocks.flatMap((b) => method.inputs(b)) : [],
-  }));
+  return rt.session(
+    buildUNetGraph(cfg, weights, {
+      runners: (b) => (method && set.has(b.path) ? method.runner(b) : undefined),
+      extraInputs: method ? blocks.flatMap((b) => method.inputs(b)) : [],
+    }),
+  );
 }
 
 function methodFeeds(cfg: UNetConfig, method: PruningMethod | null, h: number, w: number): Record<string, Tensor> {
@@ -59,9 +61,7 @@ function overheadSeconds(profileDir: string): number {
   const events = JSON.parse(readFileSync(join(profileDir, file), "utf8")) as Array<{ cat: string; name: string; dur: number; ts: number }>;
   const runs = events.filter((e) => e.cat === "Session" && e.name === "model_run");
   const last = runs[runs.length - 1]!;
-  return events
-    .filter((e) => e.cat === "Node" && e.ts >= last.ts && e.name.includes("/atedm/"))
-    .reduce((a, e) => a + e.dur, 0) / 1e6;
+  return events.filter((e) => e.cat === "Node" && e.ts >= last.ts && e.name.includes("/atedm/")).reduce((a, e) => a + e.dur, 0) / 1e6;
 }
 
 async function benchModel(label: string, cfg: UNetConfig, weights: Weights, h: number, w: number, n: number) {
@@ -103,8 +103,12 @@ async function benchModel(label: string, cfg: UNetConfig, weights: Weights, h: n
     const flops = methodFlops(cfg, method, latent, STEP);
     const ideal = base.total / flops.total;
     rows.push({
-      model: label, method: name, runs: n, "median s": med,
-      "speed-up": unprunedMedian / med, "FLOPs saving": 1 - flops.total / base.total,
+      model: label,
+      method: name,
+      runs: n,
+      "median s": med,
+      "speed-up": unprunedMedian / med,
+      "FLOPs saving": 1 - flops.total / base.total,
       "measured/ideal": unprunedMedian / med / ideal,
       "overhead share": Number.isNaN(overhead) ? "-" : `${((100 * overhead) / med).toFixed(1)} %`,
     });

@@ -61,7 +61,10 @@ export function unetFeeds(cfg: UNetConfig, h: number, w: number, batch = 1): Rec
   if (cfg.addition_embed_type === "text_time") {
     const pooled = (cfg.projection_class_embeddings_input_dim ?? 0) - 6 * (cfg.addition_time_embed_dim ?? 0);
     feeds.text_embeds = randomTensor([batch, pooled], 3);
-    feeds.time_ids = f32(Float32Array.from({ length: 6 * batch }, (_, i) => [1024, 1024, 0, 0, 1024, 1024][i % 6]!), [batch, 6]);
+    feeds.time_ids = f32(
+      Float32Array.from({ length: 6 * batch }, (_, i) => [1024, 1024, 0, 0, 1024, 1024][i % 6]!),
+      [batch, 6],
+    );
   }
   return feeds;
 }
@@ -95,12 +98,28 @@ export function torchTime(config: string, height: number, width: number, runs: n
   if (!python || !src) return "PyTorch not measured (set ATEDM_TORCH_PYTHON and ATEDM_DIFFUSERS_SRC, see training/README.md)";
   const r = spawnSync(
     python,
-    [join(ROOT, "training", "bench_torch_unet.py"), "--config", config, "--height", String(height), "--width", String(width),
-      "--runs", String(runs), "--threads", String(threads), "--json"],
+    [
+      join(ROOT, "training", "bench_torch_unet.py"),
+      "--config",
+      config,
+      "--height",
+      String(height),
+      "--width",
+      String(width),
+      "--runs",
+      String(runs),
+      "--threads",
+      String(threads),
+      "--json",
+    ],
     { env: { ...process.env, PYTHONPATH: src }, encoding: "utf8", maxBuffer: 1 << 26 },
   );
   if (r.status !== 0) return `PyTorch run failed: ${(r.stderr || r.stdout).trim().split("\n").at(-1)}`;
-  const line = r.stdout.trim().split("\n").filter((l) => l.startsWith("{")).at(-1);
+  const line = r.stdout
+    .trim()
+    .split("\n")
+    .filter((l) => l.startsWith("{"))
+    .at(-1);
   return line ? (JSON.parse(line) as TorchResult) : "PyTorch run printed no JSON";
 }
 

@@ -9,7 +9,7 @@ import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { componentConfig, componentWeights } from "../src/io/diffusers.js";
 import { buildUNetGraph } from "../src/models/unet.js";
-import { attentionBlocks, resolveUNetConfig } from "../src/models/unet_structure.js";
+import { attentionBlocks, resolveUNetConfig, type UNetConfig } from "../src/models/unet_structure.js";
 import { Weights } from "../src/models/weights.js";
 import { AtEdm } from "../src/pruning/atedm.js";
 import { Runtime } from "../src/runtime/session.js";
@@ -17,7 +17,8 @@ import { arg, loadConfig, syntheticWeights, table, unetFeeds } from "./common.js
 
 const model = arg("model", "sd15")!;
 const threads = Number(arg("threads", String(availableParallelism())));
-let cfg, weights;
+let cfg: UNetConfig;
+let weights: Weights;
 if (model === "sd15" || model === "sdxl") {
   cfg = loadConfig(model);
   weights = syntheticWeights(model, cfg);
@@ -33,10 +34,12 @@ const dir = mkdtempSync(join(tmpdir(), "atedm-prof-"));
 const rt = new Runtime({ threads });
 const base = rt.sessionOptions.bind(rt);
 rt.sessionOptions = () => ({ ...base(), enableProfiling: true, profileFilePrefix: join(dir, "p") });
-const s = await rt.session(buildUNetGraph(cfg, weights, {
-  runners: (b) => method?.runner(b),
-  extraInputs: method ? blocks.flatMap((b) => method.inputs(b)) : [],
-}));
+const s = await rt.session(
+  buildUNetGraph(cfg, weights, {
+    runners: (b) => method?.runner(b),
+    extraInputs: method ? blocks.flatMap((b) => method.inputs(b)) : [],
+  }),
+);
 const feeds = unetFeeds(cfg, latent, latent);
 if (method) for (const b of blocks) Object.assign(feeds, method.feeds(b, method.nominalRatio, { height: latent, width: latent }, 1, step));
 await s.run(feeds);
@@ -58,7 +61,15 @@ const sum = (key: (e: Ev) => string) => {
 const byOp = sum((e) => e.args?.op_name ?? "?");
 process.stdout.write(`model run ${total.toFixed(3)} s, ${nodes.length} kernels\n\n`);
 process.stdout.write(table(byOp.slice(0, 20).map(([op, t]) => ({ op, seconds: t, share: `${((100 * t) / total).toFixed(1)} %` }))) + "\n\n");
-const byScope = sum((e) => (e.name.includes("/") ? e.name.split("/").slice(0, -1).join("/").replace(/\.transformer_blocks\.\d+.*/, "") : "(top)"));
+const byScope = sum((e) =>
+  e.name.includes("/")
+    ? e.name
+        .split("/")
+        .slice(0, -1)
+        .join("/")
+        .replace(/\.transformer_blocks\.\d+.*/, "")
+    : "(top)",
+);
 process.stdout.write(table(byScope.slice(0, 15).map(([scope, t]) => ({ scope, seconds: t }))) + "\n\n");
 const pruning = nodes.filter((e) => e.name.includes("/atedm/"));
 const m = new Map<string, number>();

@@ -33,7 +33,15 @@ async function benchUNet(label: string, cfg: UNetConfig, weights: Weights, h: nu
   await session.release();
   const flops = unetFlops(cfg, { latent: [h, w] }).total;
   const med = median(times);
-  rows.push({ case: label, latent: `${h}x${w}`, runs: n, "median s": med, "GFLOP/s": flops / med / 1e9, TFLOPs: flops / 1e12, "session build s": build });
+  rows.push({
+    case: label,
+    latent: `${h}x${w}`,
+    runs: n,
+    "median s": med,
+    "GFLOP/s": flops / med / 1e9,
+    TFLOPs: flops / 1e12,
+    "session build s": build,
+  });
   process.stderr.write(`${label}: median ${med.toFixed(3)} s over ${n} runs\n`);
   return med;
 }
@@ -59,7 +67,15 @@ if (only.has("sd15")) {
   const torch = torchTime("sd15", 512, 512, runs, threads);
   if (typeof torch === "string") notes.push(`SD-1.5: ${torch}`);
   else {
-    rows.push({ case: `SD-1.5 512x512 PyTorch ${torch.torch_version}`, latent: "64x64", runs, "median s": torch.median_s, "GFLOP/s": unetFlops(cfg, { latent: [64, 64] }).total / torch.median_s / 1e9, TFLOPs: unetFlops(cfg, { latent: [64, 64] }).total / 1e12, "session build s": "" });
+    rows.push({
+      case: `SD-1.5 512x512 PyTorch ${torch.torch_version}`,
+      latent: "64x64",
+      runs,
+      "median s": torch.median_s,
+      "GFLOP/s": unetFlops(cfg, { latent: [64, 64] }).total / torch.median_s / 1e9,
+      TFLOPs: unetFlops(cfg, { latent: [64, 64] }).total / 1e12,
+      "session build s": "",
+    });
     notes.push(`SD-1.5 512x512: ours / PyTorch = ${(ours / torch.median_s).toFixed(3)} (same run, same shapes, ${threads} threads; target <= 1.2)`);
   }
 }
@@ -70,12 +86,26 @@ if (only.has("sdxl")) {
   // One 32x32 attention block of 10 layers on its own.
   const path = "down_blocks.2.attentions.0";
   const block = await rt.session(buildAttentionBlockGraph(cfg, weights, path));
-  const x = f32(new Float32Array(1280 * 32 * 32).map((_, i) => Math.sin(i)), [1, 1280, 32, 32]);
-  const ctx = f32(new Float32Array(77 * 2048).map((_, i) => Math.cos(i)), [1, 77, 2048]);
+  const x = f32(
+    new Float32Array(1280 * 32 * 32).map((_, i) => Math.sin(i)),
+    [1, 1280, 32, 32],
+  );
+  const ctx = f32(
+    new Float32Array(77 * 2048).map((_, i) => Math.cos(i)),
+    [1, 77, 2048],
+  );
   const bt = await timeRuns(block, { hidden_states: x, encoder_hidden_states: ctx }, runs);
   await block.release();
   const bf = unetFlops(cfg, { latent: [128, 128] }).byBlock.find((b) => b.path === path)!.flops;
-  rows.push({ case: `SD-XL ${path} (32x32, 10 layers)`, latent: "128x128", runs, "median s": median(bt), "GFLOP/s": bf / median(bt) / 1e9, TFLOPs: bf / 1e12, "session build s": "" });
+  rows.push({
+    case: `SD-XL ${path} (32x32, 10 layers)`,
+    latent: "128x128",
+    runs,
+    "median s": median(bt),
+    "GFLOP/s": bf / median(bt) / 1e9,
+    TFLOPs: bf / 1e12,
+    "session build s": "",
+  });
   await benchUNet("SD-XL 1024x1024 (random weights)", cfg, weights, 128, 128, sdxlRuns);
 }
 

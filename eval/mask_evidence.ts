@@ -29,9 +29,14 @@ import { keepSet } from "../src/pruning/atedm_reference.js";
 
 const { values: v } = parseArgs({
   options: {
-    model: { type: "string" }, prompts: { type: "string", default: "eval/heldout-one-object.txt" },
-    count: { type: "string", default: "20" }, ratio: { type: "string", default: "0.5" }, steps: { type: "string", default: "20" },
-    image: { type: "string" }, json: { type: "boolean", default: false }, "rank-ratio": { type: "string" },
+    model: { type: "string" },
+    prompts: { type: "string", default: "eval/heldout-one-object.txt" },
+    count: { type: "string", default: "20" },
+    ratio: { type: "string", default: "0.5" },
+    steps: { type: "string", default: "20" },
+    image: { type: "string" },
+    json: { type: "boolean", default: false },
+    "rank-ratio": { type: "string" },
     recovery: { type: "string", default: "copy" },
   },
 });
@@ -40,7 +45,10 @@ const rankRatio = v["rank-ratio"] === undefined ? undefined : Number(v["rank-rat
 if (rankRatio !== undefined && !(rankRatio >= 0 && rankRatio < 1)) throw new Error(`--rank-ratio must be in [0, 1), got ${v["rank-ratio"]}`);
 
 const steps = Number(v.steps);
-const prompts = readFileSync(v.prompts!, "utf8").split("\n").map((l) => l.trim()).filter((l) => l && !l.startsWith("#"))
+const prompts = readFileSync(v.prompts!, "utf8")
+  .split("\n")
+  .map((l) => l.trim())
+  .filter((l) => l && !l.startsWith("#"))
   .slice(0, Number(v.count));
 
 const TOL = 48;
@@ -57,7 +65,8 @@ const add = (key: string, kept: boolean) => {
 // Early steps cannot know where the object will be; the rows by thirds of the denoising steps show when it shows.
 const phaseOf = (step: number) => {
   const third = Math.min(2, Math.floor((3 * step) / steps));
-  const lo = Math.ceil((third * steps) / 3), hi = Math.ceil(((third + 1) * steps) / 3) - 1;
+  const lo = Math.ceil((third * steps) / 3),
+    hi = Math.ceil(((third + 1) * steps) / 3) - 1;
   return `steps ${lo}-${hi}`;
 };
 /** The scores as a heat map by rank (dark = lowest, yellow = highest): top-k keeps the upper colours. */
@@ -65,7 +74,9 @@ function rankHeat(score: Float32Array, h: number, w: number, H: number, W: numbe
   const N = score.length;
   const order = Array.from({ length: N }, (_, i) => i).sort((a, b) => score[a]! - score[b]! || b - a);
   const rank = new Float32Array(N);
-  order.forEach((t, r) => { rank[t] = r / Math.max(1, N - 1); });
+  order.forEach((t, r) => {
+    rank[t] = r / Math.max(1, N - 1);
+  });
   return heatImage(rank, h, w, H, W);
 }
 /** The SPEC's keep set at ratio r as a 0/1 mask over the block's tokens. */
@@ -93,9 +104,11 @@ for (const [pi, prompt] of prompts.entries()) {
       const m = blockMask(extras, block, base, H, W, { height: H / scale, width: W / scale });
       if (!m) continue;
       const kept = rankRatio === undefined ? m.kept : wouldKeep(m.score, rankRatio);
-      const ph = H / m.h, pw = W / m.w;
+      const ph = H / m.h,
+        pw = W / m.w;
       for (let t = 0; t < m.h * m.w; t++) {
-        const ty = Math.floor(t / m.w), tx = t % m.w;
+        const ty = Math.floor(t / m.w),
+          tx = t % m.w;
         let nBg = 0;
         for (let y = ty * ph; y < (ty + 1) * ph; y++) for (let x = tx * pw; x < (tx + 1) * pw; x++) nBg += isBg(y, x) ? 1 : 0;
         const label: Label = nBg === ph * pw ? "background" : nBg === 0 ? "object" : "edge";
@@ -116,36 +129,57 @@ await pipe.release();
 if (v.image) {
   if (panels.length === 0) throw new Error("--image: no 16x16 block was pruned at the middle step");
   const [H, W] = imageDims;
-  const up = 8, gap = 8, Wt = 3 * W * up + 2 * gap, Ht = panels.length * H * up + (panels.length - 1) * gap;
+  const up = 8,
+    gap = 8,
+    Wt = 3 * W * up + 2 * gap,
+    Ht = panels.length * H * up + (panels.length - 1) * gap;
   const out = new Uint8Array(Ht * Wt * 3).fill(255);
-  panels.forEach(({ images }, row) => images.forEach((img, col) => {
-    for (let y = 0; y < H * up; y++) for (let x = 0; x < W * up; x++) {
-      const src = (Math.floor(y / up) * W + Math.floor(x / up)) * 3;
-      const dst = ((row * (H * up + gap) + y) * Wt + col * (W * up + gap) + x) * 3;
-      for (let c = 0; c < 3; c++) out[dst + c] = img[src + c]!;
-    }
-  }));
+  panels.forEach(({ images }, row) =>
+    images.forEach((img, col) => {
+      for (let y = 0; y < H * up; y++)
+        for (let x = 0; x < W * up; x++) {
+          const src = (Math.floor(y / up) * W + Math.floor(x / up)) * 3;
+          const dst = ((row * (H * up + gap) + y) * Wt + col * (W * up + gap) + x) * 3;
+          for (let c = 0; c < 3; c++) out[dst + c] = img[src + c]!;
+        }
+    }),
+  );
   writePng(v.image, out, Ht, Wt);
   process.stderr.write(`wrote ${v.image}: "${prompts[0]}", step ${Math.floor(steps / 2)}, rows: ${panels.map((p) => p.path).join(", ")}\n`);
 }
 
 const levels = [...new Set([...counts.keys()].map((k) => k.split("|")[0]!))];
 const rows = levels.map((level) => {
-  const rate = (l: Label) => { const c = counts.get(`${level}|${l}`); return c && c.total ? c.kept / c.total : null; };
+  const rate = (l: Label) => {
+    const c = counts.get(`${level}|${l}`);
+    return c?.total ? c.kept / c.total : null;
+  };
   const n = (l: Label) => counts.get(`${level}|${l}`)?.total ?? 0;
   return { level, ...Object.fromEntries(LABELS.map((l) => [`kept_${l}`, rate(l)])), ...Object.fromEntries(LABELS.map((l) => [`tokens_${l}`, n(l)])) };
 });
 const judged = rankRatio ?? ratio;
-const summary = { model: v.model ?? "models/shapes", prompts: prompts.length, ratio, rank_ratio: rankRatio ?? null, steps, expected_if_blind: 1 - judged, rows };
+const summary = {
+  model: v.model ?? "models/shapes",
+  prompts: prompts.length,
+  ratio,
+  rank_ratio: rankRatio ?? null,
+  steps,
+  expected_if_blind: 1 - judged,
+  rows,
+};
 if (v.json) console.log(JSON.stringify(summary, null, 2));
 else {
   const what = rankRatio === undefined ? "kept" : `would keep at ratio ${rankRatio} (top-k of the scores)`;
-  console.log(`AT-EDM ratio ${ratio}, schedule none, ${prompts.length} prompts x ${steps} steps; columns: fraction G-WPR ${what}; a content-blind ranking keeps ${(1 - judged).toFixed(2)} of every class`);
+  console.log(
+    `AT-EDM ratio ${ratio}, schedule none, ${prompts.length} prompts x ${steps} steps; columns: fraction G-WPR ${what}; a content-blind ranking keeps ${(1 - judged).toFixed(2)} of every class`,
+  );
   console.log("| block grid | kept: background | kept: edge | kept: object | tokens (bg / edge / object) |");
   console.log("|---|---|---|---|---|");
   const f = (x: unknown) => (typeof x === "number" ? x.toFixed(3) : "-");
   for (const r of rows) {
     const rr = r as Record<string, unknown>;
-    console.log(`| ${r.level} | ${f(rr.kept_background)} | ${f(rr.kept_edge)} | ${f(rr.kept_object)} | ${rr.tokens_background} / ${rr.tokens_edge} / ${rr.tokens_object} |`);
+    console.log(
+      `| ${r.level} | ${f(rr.kept_background)} | ${f(rr.kept_edge)} | ${f(rr.kept_object)} | ${rr.tokens_background} / ${rr.tokens_edge} / ${rr.tokens_object} |`,
+    );
   }
 }

@@ -15,11 +15,15 @@ import { toRGB8 } from "../src/io/png.js";
 
 const { values: v } = parseArgs({
   options: {
-    model: { type: "string" }, prompts: { type: "string", default: "eval/val-one-object.txt" },
+    model: { type: "string" },
+    prompts: { type: "string", default: "eval/val-one-object.txt" },
     count: { type: "string", default: "100" },
   },
 });
-const prompts = readFileSync(v.prompts!, "utf8").split("\n").map((l) => l.trim()).filter((l) => l && !l.startsWith("#"))
+const prompts = readFileSync(v.prompts!, "utf8")
+  .split("\n")
+  .map((l) => l.trim())
+  .filter((l) => l && !l.startsWith("#"))
   .slice(0, Number(v.count));
 const pipe = await loadPipeline(v.model ?? "models/shapes");
 const right = new Map<string, number>();
@@ -39,7 +43,15 @@ for (const [i, caption] of prompts.entries()) {
 process.stderr.write("\n");
 await pipe.release();
 const n = prompts.length;
-console.log(JSON.stringify({
-  model: v.model ?? "models/shapes", prompts: n, all_but_size: allButSize / n,
-  per_attribute: Object.fromEntries([...right].map(([k, c]) => [k, c / n])),
-}, null, 1));
+console.log(
+  JSON.stringify(
+    {
+      model: v.model ?? "models/shapes",
+      prompts: n,
+      all_but_size: allButSize / n,
+      per_attribute: Object.fromEntries([...right].map(([k, c]) => [k, c / n])),
+    },
+    null,
+    1,
+  ),
+);

@@ -39,7 +39,11 @@ function heads(p: Float32Array, B: number, h: number, N: number, L = N): Float64
   );
 }
 
-async function runGraph(build: (g: GraphBuilder) => Value, feeds: Record<string, ReturnType<typeof f32>>, inputs: Array<[string, "float32" | "int64", Array<number | string>]>) {
+async function runGraph(
+  build: (g: GraphBuilder) => Value,
+  feeds: Record<string, ReturnType<typeof f32>>,
+  inputs: Array<[string, "float32" | "int64", Array<number | string>]>,
+) {
   const g = new GraphBuilder("t");
   for (const [n, d, s] of inputs) g.input(n, d, s);
   g.output(build(g), "y", "float32");
@@ -52,8 +56,16 @@ test("G-WPR scores (gwpr, column-mean, gwpr-rms, damping) match the float64 refe
   const [B, h, N] = [2, 3, 37];
   const P = randomProbs(rng, B, h, N);
   const ph = heads(P, B, h, N);
-  for (const [iters, damping, perHead] of [[10, 0, false], [1, 0, false], [10, 0, true], [5, 0.15, false], [3, 0.1, true]] as const) {
-    const out = await runGraph((g) => gwprScore(g, { name: "p" }, iters, damping, perHead), { p: f32(P, [B, h, N, N]) }, [["p", "float32", [B, h, N, N]]]);
+  for (const [iters, damping, perHead] of [
+    [10, 0, false],
+    [1, 0, false],
+    [10, 0, true],
+    [5, 0.15, false],
+    [3, 0.1, true],
+  ] as const) {
+    const out = await runGraph((g) => gwprScore(g, { name: "p" }, iters, damping, perHead), { p: f32(P, [B, h, N, N]) }, [
+      ["p", "float32", [B, h, N, N]],
+    ]);
     const want = ph.flatMap((e) => Array.from((perHead ? ref.gwprRms : ref.gwpr)(e, N, { iterations: iters, damping })));
     const e = errors(out.data as Float32Array, want);
     assert.ok(e.relL2 < 1e-5 && e.maxAbs < 1e-6, `K=${iters} d=${damping} perHead=${perHead}: ${JSON.stringify(e)}`);
@@ -76,15 +88,23 @@ test("keep set: top-k, ties to the lower index, ascending; k = max(1, floor((1 -
   assert.equal(ref.keepCount(4096, 0.63), 1516); // 0.37 * 4096 = 1515.52 -> 1516
   const score = Float32Array.from([0.1, 0.5, 0.5, 0.2, 0.5, 0.9, 0.0, 0.2]);
   for (const k of [1, 2, 3, 4, 5, 8]) {
-    const out = await runGraph((g) => g.op("Cast", [keepIndices(g, { name: "s" }, { name: "k" })], { to: 1 }),
-      { s: f32(score, [1, 8]), k: i64([k]) }, [["s", "float32", [1, 8]], ["k", "int64", [1]]]);
+    const out = await runGraph(
+      (g) => g.op("Cast", [keepIndices(g, { name: "s" }, { name: "k" })], { to: 1 }),
+      { s: f32(score, [1, 8]), k: i64([k]) },
+      [
+        ["s", "float32", [1, 8]],
+        ["k", "int64", [1]],
+      ],
+    );
     assert.deepEqual(Array.from(out.data as Float32Array), ref.keepSet(score, k), `k=${k}`);
   }
   // Random scores, two batch elements with different sets.
   const rng = new Mulberry32(3);
   const s2 = Float32Array.from({ length: 2 * 50 }, () => rng.next());
-  const out = await runGraph((g) => g.op("Cast", [keepIndices(g, { name: "s" }, { name: "k" })], { to: 1 }),
-    { s: f32(s2, [2, 50]), k: i64([17]) }, [["s", "float32", [2, 50]], ["k", "int64", [1]]]);
+  const out = await runGraph((g) => g.op("Cast", [keepIndices(g, { name: "s" }, { name: "k" })], { to: 1 }), { s: f32(s2, [2, 50]), k: i64([17]) }, [
+    ["s", "float32", [2, 50]],
+    ["k", "int64", [1]],
+  ]);
   const got = Array.from(out.data as Float32Array);
   assert.deepEqual(got.slice(0, 17), ref.keepSet(s2.subarray(0, 50), 17));
   assert.deepEqual(got.slice(17), ref.keepSet(s2.subarray(50), 17));
@@ -96,25 +116,38 @@ test("recovery sources (copy, cosine, nearest) match the reference; kept tokens 
   const N = H * W;
   const A = randomProbs(rng, 1, 1, N);
   const x1 = Float32Array.from({ length: N * C }, () => rng.next() - 0.5);
-  const keep = ref.keepSet(Float64Array.from({ length: N }, () => rng.next()), 11);
+  const keep = ref.keepSet(
+    Float64Array.from({ length: N }, () => rng.next()),
+    11,
+  );
   for (const kind of ["copy", "cosine", "nearest"] as const) {
-    const out = await runGraph((g) => {
-      const k = { name: "keep" };
-      let sim: Value;
-      if (kind === "copy") {
-        sim = g.op("GatherElements", [{ name: "a" }, g.op("Expand", [g.op("Unsqueeze", [k, g.ints([1])]), g.ints([1, N, keep.length])])], { axis: 2 });
-      } else if (kind === "cosine") {
-        const unit = g.op("Div", [{ name: "x" }, g.op("ReduceL2", [{ name: "x" }], { axes: [-1], keepdims: 1 })]);
-        const ku = g.op("GatherND", [unit, g.op("Unsqueeze", [k, g.ints([2])])], { batch_dims: 1 });
-        sim = g.op("MatMul", [unit, g.op("Transpose", [ku], { perm: [0, 2, 1] })]);
-      } else {
-        const d = new Float32Array(N * keep.length);
-        for (let i = 0; i < N; i++) keep.forEach((j, p) => (d[i * keep.length + p] = (Math.floor(i / W) - Math.floor(j / W)) ** 2 + ((i % W) - (j % W)) ** 2));
-        sim = g.constant(Array.from(d), "float32", [1, N, keep.length]);
-      }
-      return g.op("Cast", [recoverySources(g, sim, k, kind !== "nearest")], { to: 1 });
-    }, { a: f32(A, [1, N, N]), x: f32(x1, [1, N, C]), keep: i64(keep, [1, keep.length]) },
-    [["a", "float32", [1, N, N]], ["x", "float32", [1, N, C]], ["keep", "int64", [1, keep.length]]]);
+    const out = await runGraph(
+      (g) => {
+        const k = { name: "keep" };
+        let sim: Value;
+        if (kind === "copy") {
+          sim = g.op("GatherElements", [{ name: "a" }, g.op("Expand", [g.op("Unsqueeze", [k, g.ints([1])]), g.ints([1, N, keep.length])])], {
+            axis: 2,
+          });
+        } else if (kind === "cosine") {
+          const unit = g.op("Div", [{ name: "x" }, g.op("ReduceL2", [{ name: "x" }], { axes: [-1], keepdims: 1 })]);
+          const ku = g.op("GatherND", [unit, g.op("Unsqueeze", [k, g.ints([2])])], { batch_dims: 1 });
+          sim = g.op("MatMul", [unit, g.op("Transpose", [ku], { perm: [0, 2, 1] })]);
+        } else {
+          const d = new Float32Array(N * keep.length);
+          for (let i = 0; i < N; i++)
+            keep.forEach((j, p) => (d[i * keep.length + p] = (Math.floor(i / W) - Math.floor(j / W)) ** 2 + ((i % W) - (j % W)) ** 2));
+          sim = g.constant(Array.from(d), "float32", [1, N, keep.length]);
+        }
+        return g.op("Cast", [recoverySources(g, sim, k, kind !== "nearest")], { to: 1 });
+      },
+      { a: f32(A, [1, N, N]), x: f32(x1, [1, N, C]), keep: i64(keep, [1, keep.length]) },
+      [
+        ["a", "float32", [1, N, N]],
+        ["x", "float32", [1, N, C]],
+        ["keep", "int64", [1, keep.length]],
+      ],
+    );
     const want = ref.recoverySources(kind, keep, N, { A: Float64Array.from(A), x1: Float64Array.from(x1), C, W });
     assert.deepEqual(Array.from(out.data as Float32Array), want, kind);
   }
@@ -124,9 +157,11 @@ function unetInputs(model: string) {
   const gold = golden(model, "unet.safetensors");
   const t = (k: string) => tensorOf(gold, k);
   return {
-    sample: t("input.sample").data as Float32Array, sampleDims: t("input.sample").dims,
+    sample: t("input.sample").data as Float32Array,
+    sampleDims: t("input.sample").dims,
     timestep: t("input.timestep").data as Float32Array,
-    encoderHiddenStates: t("input.encoder_hidden_states").data as Float32Array, encoderDims: t("input.encoder_hidden_states").dims,
+    encoderHiddenStates: t("input.encoder_hidden_states").data as Float32Array,
+    encoderDims: t("input.encoder_hidden_states").dims,
     textEmbeds: gold.get("input.text_embeds")?.data as Float32Array | undefined,
     timeIds: gold.get("input.time_ids")?.data as Float32Array | undefined,
   };
@@ -141,19 +176,23 @@ for (const model of [TINY_SD, TINY_SDXL]) {
     const inputs = unetInputs(model);
     const dense = await unet.forward(inputs);
     assertClose("unpruned vs golden", dense.sample, tensorOf(golden(model, "unet.safetensors"), "output.sample"), TOL.unet);
-    // ratio 1e-3 keeps all N tokens (k = floor(0.999 N + 0.5) = N for N < 500) but runs the pruning graph.
-    unet.pruning = new AtEdm({ ratio: 1e-3, schedule: noSchedule });
-    const all = await unet.forward(inputs);
+    // One method, one session: at step 0 the ratio is 1e-3, which keeps all N tokens (k = floor(0.999 N + 0.5) = N
+    // for N < 500) but runs the pruning graph; at steps 1 and 2 the ratio is 0.5 (k is a graph input).
+    unet.pruning = new AtEdm({ ratio: 0.5, schedule: (at, _block, ratio) => (at.step === 0 ? 1e-3 : ratio) });
+    const all = await unet.forward(inputs, { step: 0, steps: 3 });
     assert.ok(Object.values(all.ratios).every((r) => r > 0));
     assert.deepEqual(all.keptTokens, dense.keptTokens, "k = N in every block");
     assertClose("k=N", all.sample, dense.sample, TOL.unet);
 
-    unet.pruning = new AtEdm({ ratio: 0.5, schedule: noSchedule });
-    const a = await unet.forward(inputs, { step: 0, steps: 1 });
-    const b = await unet.forward(inputs, { step: 0, steps: 1 });
+    const a = await unet.forward(inputs, { step: 1, steps: 3 });
+    const b = await unet.forward(inputs, { step: 2, steps: 3 });
+    assert.ok(Object.values(a.ratios).every((r) => r === 0.5));
     assert.deepEqual(a.dims, dense.dims);
     assert.deepEqual(a.sample, b.sample, "same inputs, same output");
-    assert.ok(Object.keys(a.keptTokens).every((p) => a.keptTokens[p]! < dense.keptTokens[p]! || dense.keptTokens[p] === 1), "tokens dropped");
+    assert.ok(
+      Object.keys(a.keptTokens).every((p) => a.keptTokens[p]! < dense.keptTokens[p]! || dense.keptTokens[p] === 1),
+      "tokens dropped",
+    );
     assert.ok(errors(a.sample, dense.sample).maxAbs > 1e-4, "pruning must change the output");
     assert.ok(a.sample.every(Number.isFinite));
     await unet.release();
@@ -214,9 +253,10 @@ test("DSAP: protected blocks are unpruned in the first ceil(0.1 T) steps, all bl
   const early = unet.ratios({ step: 0, steps: 20 });
   const step1 = unet.ratios({ step: 1, steps: 20 });
   const late = unet.ratios({ step: 2, steps: 20 });
-  assert.deepEqual(Object.keys(early).filter((p) => early[p] === 0), [
-    "down_blocks.1.attentions.0", "down_blocks.2.attentions.0", "up_blocks.0.attentions.2", "up_blocks.1.attentions.2",
-  ]);
+  assert.deepEqual(
+    Object.keys(early).filter((p) => early[p] === 0),
+    ["down_blocks.1.attentions.0", "down_blocks.2.attentions.0", "up_blocks.0.attentions.2", "up_blocks.1.attentions.2"],
+  );
   assert.equal(early["mid_block.attentions.0"], 0.5);
   assert.deepEqual(step1, early, "ceil(0.1 * 20) = 2 early steps");
   assert.ok(Object.values(late).every((r) => r === 0.5));

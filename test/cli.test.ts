@@ -228,7 +228,10 @@ test("bad input ends in one line naming the problem, exit code 1, no stack trace
     [["export-shapes", "--out", "shapes", "--count", "0"], /--count must be an integer >= 1, got '0'/],
     [["export-shapes", "--out", "shapes", "--count", "many"], /--count must be an integer >= 1, got 'many'/],
     [["export-shapes", "--out", "shapes", "--count", "2", "--two-object-fraction", "half"], /--two-object-fraction must be a number/],
-    [["export-shapes", "--out", "shapes", "--count", "2", "--seed", "4294967296"], /--seed must be an integer in \[0, 4294967295\], got '4294967296'/],
+    [
+      ["export-shapes", "--out", "shapes", "--count", "2", "--seed", "4294967296"],
+      /--seed must be an integer in \[0, 4294967295\], got '4294967296'/,
+    ],
   ];
   for (const [args, pattern] of cases) {
     const r = await atedmInProcess(args);

@@ -81,7 +81,9 @@ for (const [model, component] of [
     await enc.release();
     await session.release();
     rt.dispose();
-    t.diagnostic(`${model.split("/").pop()}/${component}: worst so far max_abs ${worst.maxAbs.toExponential(2)}, rel_l2 ${worst.relL2.toExponential(2)}`);
+    t.diagnostic(
+      `${model.split("/").pop()}/${component}: worst so far max_abs ${worst.maxAbs.toExponential(2)}, rel_l2 ${worst.relL2.toExponential(2)}`,
+    );
   });
 }
 
@@ -101,8 +103,9 @@ test("CLIPTextEncoder.load reports the config file of a bad component", async ()
   writeFileSync(join(dir, "text_encoder", "config.json"), JSON.stringify({ ...cfg, hidden_act: "relu" }));
   copyFileSync(join(TINY_SD, "text_encoder", "model.safetensors"), join(dir, "text_encoder", "model.safetensors"));
   try {
-    await assert.rejects(CLIPTextEncoder.load(dir, "text_encoder", new Runtime({ threads: 1 })), (e: unknown) =>
-      e instanceof AtedmError && e.message.includes(join(dir, "text_encoder", "config.json")) && e.message.includes("hidden_act"),
+    await assert.rejects(
+      CLIPTextEncoder.load(dir, "text_encoder", new Runtime({ threads: 1 })),
+      (e: unknown) => e instanceof AtedmError && e.message.includes(join(dir, "text_encoder", "config.json")) && e.message.includes("hidden_act"),
     );
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -82,7 +82,10 @@ describe("CLIPTokenizer against diffusers goldens", { skip: !fixturesPresent() &
       const expected = rows(`${c.prefix}.input_ids`, golden(c.model, "pipeline_s8.safetensors"), c.label);
       // SD encodes "" for negative_prompt=None; SD-XL uses zero negative embeddings (no second row).
       const want = c.model === TINY_SD ? [PROMPTS[1]!, ""] : [PROMPTS[1]!];
-      assert.deepEqual(expected, want.map((p) => t.encode(p).ids));
+      assert.deepEqual(
+        expected,
+        want.map((p) => t.encode(p).ids),
+      );
     });
   }
 
@@ -170,12 +173,19 @@ describe("CLIPTokenizer against diffusers goldens", { skip: !fixturesPresent() &
   });
 });
 
-
 describe("CLIPTokenizer.fromVocab (in-memory, for the training recipe)", () => {
   // Byte-level alphabet for "a", "b", "!" plus merges a+b, ab+a</w>.
   const vocab: Record<string, number> = {
-    "!": 0, a: 1, b: 2, "a</w>": 3, "b</w>": 4, "!</w>": 5, ab: 6, "aba</w>": 7,
-    "<|startoftext|>": 8, "<|endoftext|>": 9,
+    "!": 0,
+    a: 1,
+    b: 2,
+    "a</w>": 3,
+    "b</w>": 4,
+    "!</w>": 5,
+    ab: 6,
+    "aba</w>": 7,
+    "<|startoftext|>": 8,
+    "<|endoftext|>": 9,
   };
   const merges = ["#version: 0.2", "a b", "ab a</w>"];
 

@@ -13,12 +13,19 @@ import { componentConfig } from "../src/io/diffusers.js";
 import { GraphBuilder } from "../src/graph/builder.js";
 import { buildUNetGraph, type UNetGraphOptions } from "../src/models/unet.js";
 import { attentionBlocks, blockTokens, resolveUNetConfig, type AttentionBlockInfo, type UNetConfig } from "../src/models/unet_structure.js";
-import { denseRunner, layerForward } from "../src/models/transformer_2d.js";
+import { layerForward } from "../src/models/transformer_2d.js";
 import type { PruningMethod, StepInfo, TransformerRunner } from "../src/models/pruning_hook.js";
 import { Weights } from "../src/models/weights.js";
 import { SyntheticWeightStore, unetStateDictShapes } from "../src/models/unet_weights.js";
 import {
-  FLOPS_CATEGORIES, categoryOf, keepCount, matchTomeRatio, matchTomeRatioDetails, methodFlops, uniformKeep, unetFlops,
+  FLOPS_CATEGORIES,
+  categoryOf,
+  keepCount,
+  matchTomeRatio,
+  matchTomeRatioDetails,
+  methodFlops,
+  uniformKeep,
+  unetFlops,
   type UNetFlopsOptions,
 } from "../src/metrics/flops.js";
 import { compareUNetFlops, flopsUnder, graphFlops, type GraphFlopsInputs } from "./helpers/graph_flops.js";
@@ -86,7 +93,10 @@ test("graph count: explicit attention probabilities (MatMul, Softmax, MatMul) co
   const explicit: TransformerRunner = (ctx) => {
     let x = ctx.tokens;
     ctx.layers.forEach((L, i) => {
-      if (i > 0) return void (x = layerForward(L, ctx.g, x));
+      if (i > 0) {
+        x = layerForward(L, ctx.g, x);
+        return;
+      }
       x = ctx.g.op("Add", [L.attn1(L.norm1(x), { explicitProbs: true }).out, x]);
       x = ctx.g.op("Add", [L.attn2(L.norm2(x)), x]);
       x = ctx.g.op("Add", [L.ff(L.norm3(x)), x]);
@@ -108,21 +118,45 @@ test("analytic pruned counts: hand-computed blocks", () => {
   const path = "down_blocks.2.attentions.0";
   const [C, N, L, D] = [24, 4, 77, 72];
   const layer = (nAttn: number, nRest: number) =>
-    4 * nAttn * C * C + 2 * nAttn * nAttn * C + // attn1: to_q/k/v/out, QK^T + PV
-    nRest * C * C + 2 * L * D * C + 2 * nRest * L * C + nRest * C * C + // attn2: to_q, to_k/v on text, QK^T + PV, to_out
+    4 * nAttn * C * C +
+    2 * nAttn * nAttn * C + // attn1: to_q/k/v/out, QK^T + PV
+    nRest * C * C +
+    2 * L * D * C +
+    2 * nRest * L * C +
+    nRest * C * C + // attn2: to_q, to_k/v on text, QK^T + PV, to_out
     12 * nRest * C * C; // ff: C -> 8C (GEGLU), 4C -> C
   const block = (layers: number[][], nOut: number) => 2 * (N * C * C + layers.reduce((a, [p, q]) => a + layer(p!, q!), 0) + nOut * C * C);
 
   const dense = unetFlops(cfg, { latent: [8, 8] });
   const b0 = dense.byBlock.find((b) => b.path === path)!;
   assert.deepEqual([b0.tokens, b0.kept, b0.depth], [N, null, 3]);
-  assert.equal(b0.flops, block([[4, 4], [4, 4], [4, 4]], 4));
+  assert.equal(
+    b0.flops,
+    block(
+      [
+        [4, 4],
+        [4, 4],
+        [4, 4],
+      ],
+      4,
+    ),
+  );
 
   // Keep 1 token after layer 1 (the default for depth >= 2): layers 2, 3 and proj_out on 1 token.
   const p = unetFlops(cfg, { latent: [8, 8], keep: { [path]: 1 } });
   const b1 = p.byBlock.find((b) => b.path === path)!;
   assert.equal(b1.pruningPoint, "after-layer1");
-  assert.equal(b1.flops, block([[4, 4], [1, 1], [1, 1]], 1));
+  assert.equal(
+    b1.flops,
+    block(
+      [
+        [4, 4],
+        [1, 1],
+        [1, 1],
+      ],
+      1,
+    ),
+  );
   assert.equal(dense.total - p.total, b0.flops - b1.flops, "only the pruned block changes");
   // The head mean (3 heads: a (1 x 3) x (3 x N^2) MatMul), then G-WPR, K = 10: 10 products of a vector with the
   // 4 x 4 head-mean map (the first from the uniform vector: the column mean).
@@ -133,7 +167,17 @@ test("analytic pruned counts: hand-computed blocks", () => {
 
   // After layer 1's self-attention: attn1 (with to_out) on 4, its cross-attention and ff on 3, then 3.
   const q = unetFlops(cfg, { latent: [8, 8], keep: { [path]: 3 }, pruningPoint: "after-attn1", recovery: "cosine", iterations: 4 });
-  assert.equal(q.byBlock.find((b) => b.path === path)!.flops, block([[4, 3], [3, 3], [3, 3]], 3));
+  assert.equal(
+    q.byBlock.find((b) => b.path === path)!.flops,
+    block(
+      [
+        [4, 3],
+        [3, 3],
+        [3, 3],
+      ],
+      3,
+    ),
+  );
   assert.equal(q.overhead.score, 2 * (3 * N * N + 4 * N * N));
   assert.equal(q.overhead.recovery, 2 * N * 3 * C); // every token against the 3 kept ones, C channels
 
@@ -142,7 +186,10 @@ test("analytic pruned counts: hand-computed blocks", () => {
   const sd = unetFlops(TINY.sd, { latent: [8, 8], keep: { "down_blocks.1.attentions.0": 5 }, batch: 2 });
   const b = sd.byBlock.find((x) => x.path === "down_blocks.1.attentions.0")!;
   const [n1, k1, D1] = [16, 5, 32];
-  const expected = 2 * 2 * (n1 * C * C + 4 * n1 * C * C + 2 * n1 * n1 * C + k1 * C * C + 2 * 77 * D1 * C + 2 * k1 * 77 * C + k1 * C * C + 12 * k1 * C * C + k1 * C * C);
+  const expected =
+    2 *
+    2 *
+    (n1 * C * C + 4 * n1 * C * C + 2 * n1 * n1 * C + k1 * C * C + 2 * 77 * D1 * C + 2 * k1 * 77 * C + k1 * C * C + 12 * k1 * C * C + k1 * C * C);
   assert.deepEqual([b.pruningPoint, b.tokens, b.kept, b.flops], ["after-attn1", n1, k1, expected]);
   assert.equal(sd.overhead.total, 2 * 2 * (4 * n1 * n1 + 10 * n1 * n1), "per batch element (4 heads)");
 
@@ -155,7 +202,10 @@ test("keepCount rounds half up and keeps at least one token; uniformKeep covers 
   assert.equal(keepCount(3, 0.99), 1);
   assert.equal(keepCount(10, 0), 10);
   const keep = uniformKeep(SDXL, 128, 128, 0.5);
-  assert.deepEqual(Object.keys(keep), attentionBlocks(SDXL).map((b) => b.path));
+  assert.deepEqual(
+    Object.keys(keep),
+    attentionBlocks(SDXL).map((b) => b.path),
+  );
   assert.equal(keep["down_blocks.1.attentions.0"], 2048);
   assert.equal(keep["mid_block.attentions.0"], 512);
 });
@@ -170,7 +220,14 @@ test("categoryOf sorts module paths", () => {
   assert.equal(categoryOf(`${t}.attn2`), "attn2");
   assert.equal(categoryOf(`${t}.ff.net.0.proj`), "ff");
   assert.equal(categoryOf("up_blocks.0.attentions.1.proj_out"), "proj_io");
-  for (const m of ["conv_in", "conv_out", "time_embedding.linear_2", "add_embedding.linear_1", "down_blocks.1.downsamplers.0.conv", "up_blocks.0.upsamplers.0.conv"]) {
+  for (const m of [
+    "conv_in",
+    "conv_out",
+    "time_embedding.linear_2",
+    "add_embedding.linear_1",
+    "down_blocks.1.downsamplers.0.conv",
+    "up_blocks.0.upsamplers.0.conv",
+  ]) {
     assert.equal(categoryOf(m), "other", m);
   }
 });
@@ -204,13 +261,19 @@ test("graphFlops: shape and small-value propagation, counts of Conv / MatMul / G
   assert.equal(byName.Gemm!.flops, 2 * 4 * 4 * 6);
   assert.equal(byName.MatMul!.category, "overhead");
   assert.equal(byName.MultiHeadAttention!.flops, 2 * 20 * 6 * (8 + 8));
-  assert.equal(res.total, res.nodes.reduce((a, n) => a + n.flops, 0));
+  assert.equal(
+    res.total,
+    res.nodes.reduce((a, n) => a + n.flops, 0),
+  );
 });
 
 test("graphFlops: an unknown op is an error naming the op and the node; unresolved dims are errors", () => {
   const g = new GraphBuilder("t");
   const x = g.input("x", "float32", ["B", 4]);
-  g.output(g.scope("blk", () => g.op("Loop", [x])), "y");
+  g.output(
+    g.scope("blk", () => g.op("Loop", [x])),
+    "y",
+  );
   assert.throws(() => graphFlops(g, { dims: { B: 1 } }), /node 'blk\/Loop_\d+' \(Loop\): unsupported op Loop/);
   assert.throws(() => graphFlops(g), /symbolic dim 'B'/);
 });
@@ -250,14 +313,20 @@ function methodGraph(cfg: UNetConfig, method: PruningMethod, latent: [number, nu
 function atedmFlopsOptions(m: AtEdm): UNetFlopsOptions {
   const o = m.graphOptions;
   return {
-    score: o.score, iterations: o.iterations, recovery: o.recovery,
+    score: o.score,
+    iterations: o.iterations,
+    recovery: o.recovery,
     ...(o.pruningPoint === "auto" ? {} : { pruningPoint: o.pruningPoint }),
   };
 }
 
 /** Graph count vs analytic count: model FLOPs module by module, overhead (score/recovery/matching) separately. */
 function assertGraphEqualsAnalytic(
-  name: string, g: GraphBuilder, cfg: UNetConfig, options: UNetFlopsOptions & { inputs: GraphFlopsInputs }, expectedOverhead?: number,
+  name: string,
+  g: GraphBuilder,
+  cfg: UNetConfig,
+  options: UNetFlopsOptions & { inputs: GraphFlopsInputs },
+  expectedOverhead?: number,
 ) {
   const c = compareUNetFlops(g, cfg, { ...options, tolerance: 0 });
   assert.deepEqual(c.mismatches, [], `${name}: model FLOPs per module`);
@@ -344,7 +413,11 @@ test("AT-EDM graphs read each explicit attention map once for the head mean (sco
     const probs = new Set(g.nodes.filter((n) => n.op_type === "Softmax").map((n) => n.output[0]!));
     const reducesHeads = (n: (typeof g.nodes)[number]) =>
       n.op_type === "ReduceMean" && JSON.stringify(n.attribute).match(/"name":"axes","type":7,"ints":\[1\]/) !== null;
-    assert.deepEqual(g.nodes.filter((n) => reducesHeads(n) && probs.has(n.input[0]!)), [], "no ReduceMean over heads (slow)");
+    assert.deepEqual(
+      g.nodes.filter((n) => reducesHeads(n) && probs.has(n.input[0]!)),
+      [],
+      "no ReduceMean over heads (slow)",
+    );
     // headMean's MatMul reads the map viewed as (B, h, N*N).
     const flatOf = new Map(g.nodes.filter((n) => n.op_type === "Reshape" && probs.has(n.input[0]!)).map((n) => [n.output[0]!, n.input[0]!]));
     const means = g.nodes.filter((n) => n.op_type === "MatMul" && n.name.includes("/head_mean/") && flatOf.has(n.input[1]!));
@@ -365,8 +438,14 @@ test("real AT-EDM graphs, other variants and settings (tiny fixtures): score, re
     { score: "gwpr-rms", recovery: "cosine", pruningPoint: "after-layer1", iterations: 4 },
     { score: "cross-gwpr", recovery: "copy-delta", pruningPoint: "after-attn1" },
   ];
-  for (const [name, cfg] of [["tiny-sd", TINY.sd], ["tiny-sdxl", TINY.sdxl]] as const) {
-    for (const latent of [[16, 12], [13, 9]] as Array<[number, number]>) {
+  for (const [name, cfg] of [
+    ["tiny-sd", TINY.sd],
+    ["tiny-sdxl", TINY.sdxl],
+  ] as const) {
+    for (const latent of [
+      [16, 12],
+      [13, 9],
+    ] as Array<[number, number]>) {
       for (const v of variants) {
         // DSAP's early step (protected blocks dense) on the even latent.
         const runs: Array<["none" | "dsap", StepInfo]> = [["none", { step: 0, steps: 1 }]];
@@ -376,8 +455,13 @@ test("real AT-EDM graphs, other variants and settings (tiny fixtures): score, re
           const method = new AtEdm({ ratio: 0.63, schedule, ...v });
           const { g, pruned, inputs } = methodGraph(cfg, method, latent, at, 2);
           const keep = Object.fromEntries(pruned.map((b) => [b.path, inputs.values![keepInput(b)]![0]!]));
-          const c = assertGraphEqualsAnalytic(label, g, cfg, { latent, batch: 2, keep, ...atedmFlopsOptions(method), inputs },
-            atedmOverheadFormula(cfg, latent, keep, v, 2));
+          const c = assertGraphEqualsAnalytic(
+            label,
+            g,
+            cfg,
+            { latent, batch: 2, keep, ...atedmFlopsOptions(method), inputs },
+            atedmOverheadFormula(cfg, latent, keep, v, 2),
+          );
           const m = methodFlops(cfg, method, latent, at, { batch: 2 });
           assert.equal(m.totalWithOverhead, c.analytic.totalWithOverhead, label);
           if (schedule === "dsap" && at.step === 0) assert.ok(pruned.length < attentionBlocks(cfg).length, `${label}: DSAP protects blocks`);
@@ -410,7 +494,8 @@ test("real ToMe graphs (tiny-sd, SD-XL @1024) execute exactly the analytic ToMe 
         const r = Object.fromEntries(pruned.map((b) => [b.path, inputs.values![`tome.${b.path}.r`]![0]!]));
         const o = method.options;
         const options: UNetFlopsOptions = {
-          latent, tome: { r, mergeAttn: o.mergeAttn, mergeCrossattn: o.mergeCrossattn, mergeMlp: o.mergeMlp, sx: o.sx, sy: o.sy },
+          latent,
+          tome: { r, mergeAttn: o.mergeAttn, mergeCrossattn: o.mergeCrossattn, mergeMlp: o.mergeMlp, sx: o.sx, sy: o.sy },
         };
         // Matching overhead: src x dst x C per layer, with the partition sizes the session is fed.
         let matching = 0;
@@ -476,13 +561,18 @@ test("stepFlops (atedm flops) and unetFlopsPerStep (generate) count ToMe as ToMe
     const lat = { height: latent[0], width: latent[1] };
     const stepInfo = Array.from({ length: steps }, (_, step) => {
       const ratios = Object.fromEntries(blocks.map((b) => [b.path, method.ratio(b, { step, steps })]));
-      const keptTokens = Object.fromEntries(blocks.map((b) => [b.path, ratios[b.path]! > 0 ? method.keptTokens(b, ratios[b.path]!, lat) : blockTokens(lat, b)]));
+      const keptTokens = Object.fromEntries(
+        blocks.map((b) => [b.path, ratios[b.path]! > 0 ? method.keptTokens(b, ratios[b.path]!, lat) : blockTokens(lat, b)]),
+      );
       return { ratios, keptTokens };
     });
     const self = { unet: { config: SDXL, pruning: method }, tokenizer: { modelMaxLength: 77 } } as unknown as TextToImagePipeline;
     const p = TextToImagePipeline.prototype.unetFlopsPerStep.call(self, latent[0], latent[1], stepInfo);
     assert.equal(p.unpruned, dense);
-    assert.deepEqual(p.perStep, perStep.map((s) => s.flops.total));
+    assert.deepEqual(
+      p.perStep,
+      perStep.map((s) => s.flops.total),
+    );
     assert.equal(p.pruned, p.perStep.reduce((a, b) => a + b, 0) / steps);
   }
   // DSAP: the early step keeps the protected blocks dense.
@@ -491,7 +581,12 @@ test("stepFlops (atedm flops) and unetFlopsPerStep (generate) count ToMe as ToMe
   // ToMe is no longer counted as AT-EDM keep counts (tokens merged in every layer, not after layer 1).
   const asAtedm = unetFlops(SDXL, {
     latent,
-    keep: Object.fromEntries(attentionBlocks(SDXL).map((b: AttentionBlockInfo) => [b.path, tome.ratio(b, { step: 0, steps }) > 0 ? tome.keptTokens(b, 0.5, { height: 128, width: 128 }) : null])),
+    keep: Object.fromEntries(
+      attentionBlocks(SDXL).map((b: AttentionBlockInfo) => [
+        b.path,
+        tome.ratio(b, { step: 0, steps }) > 0 ? tome.keptTokens(b, 0.5, { height: 128, width: 128 }) : null,
+      ]),
+    ),
   }).total;
   assert.notEqual(stepFlops(SDXL, tome, latent, 1)[0]!.flops.total, asAtedm);
   const other: PruningMethod = { ...tome, name: "other", ratio: () => 0.5, keptTokens: () => 1 } as unknown as PruningMethod;
@@ -503,10 +598,14 @@ test("matchTomeRatio finds the ToMe ratio with FLOPs closest to a target", () =>
   const latent: [number, number] = [16, 16];
   const opts = { maxDownsample: 4, mergeCrossattn: true, mergeMlp: true };
   const at = { step: 0, steps: 1 };
-  for (const target of [methodFlops(TINY.sd, new AtEdm({ ratio: 0.5, schedule: "none" }), latent, at).total, 0.9 * unetFlops(TINY.sd, { latent }).total]) {
+  for (const target of [
+    methodFlops(TINY.sd, new AtEdm({ ratio: 0.5, schedule: "none" }), latent, at).total,
+    0.9 * unetFlops(TINY.sd, { latent }).total,
+  ]) {
     const m = matchTomeRatioDetails(TINY.sd, latent, target, opts);
     let best = Infinity;
-    for (let i = 0; i <= 384; i++) { // finer than 1 / N of the largest block (N = 256)
+    for (let i = 0; i <= 384; i++) {
+      // finer than 1 / N of the largest block (N = 256)
       const v = methodFlops(TINY.sd, new Tome({ ...opts, ratio: i / 512 }), latent, at).total;
       best = Math.min(best, Math.abs(v - target));
     }
@@ -554,5 +653,12 @@ test("graphFlops counts what ONNX Runtime runs: a repeated node once (CSE), an u
   g.op("MatMul", [y1, g.op("Transpose", [y2], { perm: [1, 0] })]); // unused (5 x 4) x (4 x 5): ORT still runs it
   g.output(g.op("Add", [g.op("Add", [y1, y2]), y3]), "y");
   const r = graphFlops(g);
-  assert.deepEqual(r.nodes.map((n) => [n.module, n.flops]), [["lin", 2 * 5 * 4 * 8], ["lin", 2 * 5 * 4 * 8], ["", 2 * 5 * 5 * 4]]);
+  assert.deepEqual(
+    r.nodes.map((n) => [n.module, n.flops]),
+    [
+      ["lin", 2 * 5 * 4 * 8],
+      ["lin", 2 * 5 * 4 * 8],
+      ["", 2 * 5 * 5 * 4],
+    ],
+  );
 });

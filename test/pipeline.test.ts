@@ -9,18 +9,32 @@ import { loadPipeline } from "../src/pipeline/text_to_image.js";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 
-interface Case { prompt: string; negative_prompt: string | null; steps: number; guidance: number; height: number; width: number; extra?: Record<string, unknown> }
+interface Case {
+  prompt: string;
+  negative_prompt: string | null;
+  steps: number;
+  guidance: number;
+  height: number;
+  width: number;
+  extra?: Record<string, unknown>;
+}
 
 /** The exact pipeline calls, from the fixture manifests. */
 function callOf(model: string, file: string): Case {
-  const text = readFileSync(join(model, "golden", "manifest.json"), "utf8").replace(/-Infinity/g, "null").replace(/NaN/g, "null");
+  const text = readFileSync(join(model, "golden", "manifest.json"), "utf8")
+    .replace(/-Infinity/g, "null")
+    .replace(/NaN/g, "null");
   const m = JSON.parse(text) as { files: Array<{ file: string; meta: Record<string, unknown> }> };
   const f = m.files.find((x) => x.file === file)!;
   const kw = f.meta.call_kwargs as Record<string, unknown>;
   return {
-    prompt: kw.prompt as string, negative_prompt: (kw.negative_prompt as string | null) ?? null,
-    steps: kw.num_inference_steps as number, guidance: kw.guidance_scale as number,
-    height: f.meta.height as number, width: f.meta.width as number, extra: kw,
+    prompt: kw.prompt as string,
+    negative_prompt: (kw.negative_prompt as string | null) ?? null,
+    steps: kw.num_inference_steps as number,
+    guidance: kw.guidance_scale as number,
+    height: f.meta.height as number,
+    width: f.meta.width as number,
+    extra: kw,
   };
 }
 
@@ -30,11 +44,15 @@ for (const model of [TINY_SD, TINY_SDXL]) {
       const gold = golden(model, file);
       const c = callOf(model, file);
       const pipe = await loadPipeline(model, { threads: 2 });
-      const stepLatents: Float32Array[] = [];
       const unetOut: Float32Array[] = [];
       const r = await pipe.generate({
-        prompt: c.prompt, negativePrompt: c.negative_prompt, steps: c.steps, guidance: c.guidance,
-        height: c.height, width: c.width, latents: tensorOf(gold, "latents").data as Float32Array,
+        prompt: c.prompt,
+        negativePrompt: c.negative_prompt,
+        steps: c.steps,
+        guidance: c.guidance,
+        height: c.height,
+        width: c.width,
+        latents: tensorOf(gold, "latents").data as Float32Array,
         originalSize: c.extra?.original_size as [number, number] | undefined,
         cropsCoordsTopLeft: c.extra?.crops_coords_top_left as [number, number] | undefined,
         targetSize: c.extra?.target_size as [number, number] | undefined,

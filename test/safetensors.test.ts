@@ -23,11 +23,15 @@ test("F32, F16, BF16 and F64 tensors read as float32", () => {
   const f16 = new Uint16Array([0x3c00, 0xc000, 0x3555, 0x0001, 0x7c00]); // 1, -2, ~0.333, smallest subnormal, inf
   const bf16 = new Uint16Array([0x3f80, 0xc040, 0x4049]); // 1, -3, ~3.14
   const f64 = new Float64Array([0.1, -1e10]);
-  const p = rawFile("dtypes.safetensors", {
-    a: { dtype: "F16", shape: [5], data_offsets: [0, 10] },
-    b: { dtype: "BF16", shape: [3], data_offsets: [10, 16] },
-    c: { dtype: "F64", shape: [2], data_offsets: [16, 32] },
-  }, Buffer.concat([Buffer.from(f16.buffer), Buffer.from(bf16.buffer), Buffer.from(f64.buffer)]));
+  const p = rawFile(
+    "dtypes.safetensors",
+    {
+      a: { dtype: "F16", shape: [5], data_offsets: [0, 10] },
+      b: { dtype: "BF16", shape: [3], data_offsets: [10, 16] },
+      c: { dtype: "F64", shape: [2], data_offsets: [16, 32] },
+    },
+    Buffer.concat([Buffer.from(f16.buffer), Buffer.from(bf16.buffer), Buffer.from(f64.buffer)]),
+  );
   const f = SafetensorsFile.open(p);
   assert.deepEqual(Array.from(f.readF32("a")), [1, -2, f16ToF32(0x3555), 2 ** -24, Infinity]);
   assert.deepEqual(Array.from(f.readF32("b")), [1, -3, Math.fround(3.140625)]);
@@ -59,16 +63,30 @@ test("corrupt files give one-line errors naming the file and tensor", () => {
   writeFileSync(truncated, bytes.subarray(0, bytes.length - 3));
   const cases: Array<[string, RegExp]> = [
     [truncated, /truncated\.safetensors: tensor 't' ends at byte 8 .* \(truncated file\?\)/],
-    [rawFile("shape.safetensors", { t: { dtype: "F32", shape: [3], data_offsets: [0, 8] } }, new Uint8Array(8)), /'t' data_offsets \[0, 8\] hold 8 bytes but shape \[3\] F32 needs 12/],
+    [
+      rawFile("shape.safetensors", { t: { dtype: "F32", shape: [3], data_offsets: [0, 8] } }, new Uint8Array(8)),
+      /'t' data_offsets \[0, 8\] hold 8 bytes but shape \[3\] F32 needs 12/,
+    ],
     [rawFile("dtype.safetensors", { t: { dtype: "Q4", shape: [1], data_offsets: [0, 1] } }, new Uint8Array(1)), /unsupported dtype "Q4"/],
-    [rawFile("overlap.safetensors", { a: { dtype: "F32", shape: [2], data_offsets: [0, 8] }, b: { dtype: "F32", shape: [1], data_offsets: [4, 8] } }, new Uint8Array(8)), /overlap/],
+    [
+      rawFile(
+        "overlap.safetensors",
+        { a: { dtype: "F32", shape: [2], data_offsets: [0, 8] }, b: { dtype: "F32", shape: [1], data_offsets: [4, 8] } },
+        new Uint8Array(8),
+      ),
+      /overlap/,
+    ],
     [join(dir, "missing.safetensors"), /missing\.safetensors: cannot open \(ENOENT\)/],
   ];
   const hugeHeader = join(dir, "header.safetensors");
   writeFileSync(hugeHeader, Buffer.from([255, 255, 255, 255, 0, 0, 0, 0, 1, 2]));
   cases.push([hugeHeader, /corrupt safetensors header length/]);
   for (const [p, re] of cases) {
-    assert.throws(() => SafetensorsFile.open(p), (e: Error) => e instanceof AtedmError && re.test(e.message) && !e.message.includes("\n"), p);
+    assert.throws(
+      () => SafetensorsFile.open(p),
+      (e: Error) => e instanceof AtedmError && re.test(e.message) && !e.message.includes("\n"),
+      p,
+    );
   }
   const w = WeightStore.open(good);
   assert.throws(() => w.tensor("t", [4]), /tensor 't' has shape \[2\], expected \[4\]/);

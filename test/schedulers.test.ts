@@ -74,9 +74,7 @@ for (const [label, dir] of MODELS) {
         if (skipWithoutFixtures(t)) return;
         const g = golden(dir, "schedulers.safetensors");
         const s = fromModel(dir, name);
-        assertClose(`${label} ${prefix} alphas_cumprod`, s.alphasCumprod, tensorOf(g, "alphas_cumprod"), TOL.scheduler, [
-          s.alphasCumprod.length,
-        ]);
+        assertClose(`${label} ${prefix} alphas_cumprod`, s.alphasCumprod, tensorOf(g, "alphas_cumprod"), TOL.scheduler, [s.alphasCumprod.length]);
       });
 
       for (const n of [4, 10, 30]) {
@@ -202,7 +200,11 @@ describe("scheduler v_prediction (one step against a float64 hand computation)",
     const out = s.step(v, i, x);
     const x0 = [...x].map((xj, j) => (v[j]! * -sigma) / Math.sqrt(sigma * sigma + 1) + xj / (sigma * sigma + 1));
     near(out.predOriginalSample, x0, "x0");
-    near(out.prevSample, [...x].map((xj, j) => xj + ((xj - x0[j]!) / sigma) * (next - sigma)), "prev");
+    near(
+      out.prevSample,
+      [...x].map((xj, j) => xj + ((xj - x0[j]!) / sigma) * (next - sigma)),
+      "prev",
+    );
   });
 
   test("DDIM: x0 = sqrt(a) x - sqrt(1 - a) v; eps = sqrt(a) v + sqrt(1 - a) x", () => {
@@ -214,7 +216,11 @@ describe("scheduler v_prediction (one step against a float64 hand computation)",
     const x0 = [...x].map((xj, j) => Math.sqrt(a) * xj - Math.sqrt(1 - a) * v[j]!);
     const eps = [...x].map((xj, j) => Math.sqrt(a) * v[j]! + Math.sqrt(1 - a) * xj);
     near(out.predOriginalSample, x0, "x0");
-    near(out.prevSample, x0.map((x0j, j) => Math.sqrt(ap) * x0j + Math.sqrt(1 - ap) * eps[j]!), "prev");
+    near(
+      out.prevSample,
+      x0.map((x0j, j) => Math.sqrt(ap) * x0j + Math.sqrt(1 - ap) * eps[j]!),
+      "prev",
+    );
   });
 
   test("DPM-Solver++: x0 = alpha_t x - sigma_t v; first step is first order", () => {
@@ -227,7 +233,11 @@ describe("scheduler v_prediction (one step against a float64 hand computation)",
     near(out.predOriginalSample, x0, "x0");
     const alphaN = 1 / Math.sqrt(sn * sn + 1);
     const h = Math.log(1 / sn) - Math.log(1 / sg); // lambda = log(alpha_t / sigma_t) = -log(sigma)
-    near(out.prevSample, [...x].map((xj, j) => ((sn * alphaN) / (sg * alpha)) * xj - alphaN * (Math.exp(-h) - 1) * x0[j]!), "prev");
+    near(
+      out.prevSample,
+      [...x].map((xj, j) => ((sn * alphaN) / (sg * alpha)) * xj - alphaN * (Math.exp(-h) - 1) * x0[j]!),
+      "prev",
+    );
   });
 });
 
@@ -253,7 +263,10 @@ describe("scheduler config", () => {
       ["euler", { steps_offset: "1" }, /steps_offset/],
     ];
     for (const [name, overrides, re] of bad) {
-      assert.throws(() => createScheduler(name, { ...SD_CONFIG, ...overrides }), (e: unknown) => e instanceof AtedmError && re.test(e.message));
+      assert.throws(
+        () => createScheduler(name, { ...SD_CONFIG, ...overrides }),
+        (e: unknown) => e instanceof AtedmError && re.test(e.message),
+      );
     }
     assert.throws(() => createScheduler("heun" as SchedulerName, SD_CONFIG), AtedmError);
     assert.throws(() => createScheduler("euler", SD_CONFIG).setTimesteps(0), AtedmError);
@@ -291,18 +304,24 @@ describe("scheduler Karras sigmas (numbers from numpy running diffusers' formula
   test("DPM-Solver++ (Karras over the full sigma range, rounded integer timesteps)", () => {
     const s = withTimesteps("dpm++2m", { use_karras_sigmas: true }, 10);
     assert.deepEqual(s.timesteps, [999, 916, 815, 687, 523, 327, 146, 41, 7, 0]);
-    const want = [14.614646911621094, 9.102936744689941, 5.478401184082031, 3.1686110496520996, 1.7494231462478638,
-      0.9140765070915222, 0.44692090153694153, 0.20139986276626587, 0.08191104978322983, 0.029167532920837402, 0];
+    const want = [
+      14.614646911621094, 9.102936744689941, 5.478401184082031, 3.1686110496520996, 1.7494231462478638, 0.9140765070915222, 0.44692090153694153,
+      0.20139986276626587, 0.08191104978322983, 0.029167532920837402, 0,
+    ];
     assertClose("dpm karras sigmas", s.sigmas!, want, TOL.scheduler);
   });
 
   test("Euler (Karras between the sigmas of the first and last leading timesteps, fractional timesteps)", () => {
     const s = withTimesteps("euler", { use_karras_sigmas: true }, 10);
-    const wantT = [901.0, 815.0175170898438, 710.50048828125, 581.6551513671875, 426.5304260253906, 260.24298095703125,
-      121.14097595214844, 40.272430419921875, 9.30146598815918, 1.0000001192092896];
+    const wantT = [
+      901.0, 815.0175170898438, 710.50048828125, 581.6551513671875, 426.5304260253906, 260.24298095703125, 121.14097595214844, 40.272430419921875,
+      9.30146598815918, 1.0000001192092896,
+    ];
     assertClose("euler karras timesteps", s.timesteps, wantT, TOL.scheduler);
-    const want = [8.390686988830566, 5.477698802947998, 3.478407144546509, 2.1403043270111084, 1.2701091766357422,
-      0.7226703763008118, 0.3913528323173523, 0.19980022311210632, 0.09496716409921646, 0.04131447896361351, 0];
+    const want = [
+      8.390686988830566, 5.477698802947998, 3.478407144546509, 2.1403043270111084, 1.2701091766357422, 0.7226703763008118, 0.3913528323173523,
+      0.19980022311210632, 0.09496716409921646, 0.04131447896361351, 0,
+    ];
     assertClose("euler karras sigmas", s.sigmas!, want, TOL.scheduler);
   });
 });

@@ -9,8 +9,18 @@ import { readSafetensors } from "../src/io/safetensors.js";
 import { analyzeImage } from "../src/shapes/analyze.js";
 import { exportDataset, generateDataset } from "../src/shapes/export.js";
 import {
-  BACKGROUNDS, CAPTION_SIZES, COLORS, POSITIONS, RELATIONS, SHAPES,
-  allOneObjectCaptions, backgroundsFor, captionOf, isHeldOut, parseCaption, sampleScene,
+  BACKGROUNDS,
+  CAPTION_SIZES,
+  COLORS,
+  POSITIONS,
+  RELATIONS,
+  SHAPES,
+  allOneObjectCaptions,
+  backgroundsFor,
+  captionOf,
+  isHeldOut,
+  parseCaption,
+  sampleScene,
   type SceneSpec,
 } from "../src/shapes/grammar.js";
 import { renderScene } from "../src/shapes/render.js";
@@ -26,9 +36,7 @@ test("vocabulary and exact template strings", () => {
   assert.deepEqual([...CAPTION_SIZES], ["small", "large"]);
   assert.deepEqual([...BACKGROUNDS], ["white", "black", "gray"]);
   assert.deepEqual([...RELATIONS], ["left of", "right of", "above", "below"]);
-  assert.deepEqual([...POSITIONS], [
-    "top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right",
-  ]);
+  assert.deepEqual([...POSITIONS], ["top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right"]);
   assert.equal(
     captionOf({ background: "gray", objects: [{ size: "small", color: "red", shape: "circle", position: "top left" }] }),
     "a small red circle at the top left on a gray background",
@@ -74,10 +82,15 @@ test("grammar round-trip: caption -> parse -> caption", () => {
     const c = captionOf(spec);
     const back = parseCaption(c);
     assert.equal(captionOf(back), c);
-    assert.deepEqual(back.objects.map((o) => [o.color, o.shape]), spec.objects.map((o) => [o.color, o.shape]));
+    assert.deepEqual(
+      back.objects.map((o) => [o.color, o.shape]),
+      spec.objects.map((o) => [o.color, o.shape]),
+    );
   }
-  assert.equal(captionOf(parseCaption("  A small RED circle   at the top on a white background\n")),
-    "a small red circle at the top on a white background");
+  assert.equal(
+    captionOf(parseCaption("  A small RED circle   at the top on a white background\n")),
+    "a small red circle at the top on a white background",
+  );
 });
 
 test("parseCaption throws AtedmError outside the grammar", () => {
@@ -140,8 +153,7 @@ test("determinism: same seed, same bytes", () => {
   assert.ok(Buffer.from(a.images).equals(Buffer.from(b.images)));
   assert.ok(!Buffer.from(a.images).equals(Buffer.from(c.images)));
   const spec = parseCaption("a large purple triangle at the bottom right on a gray background");
-  assert.ok(Buffer.from(renderScene(spec, { rng: new Mulberry32(5) })).equals(
-    Buffer.from(renderScene(spec, { rng: new Mulberry32(5) }))));
+  assert.ok(Buffer.from(renderScene(spec, { rng: new Mulberry32(5) })).equals(Buffer.from(renderScene(spec, { rng: new Mulberry32(5) }))));
   // Golden digest: a change here changes every exported data set; bump GRAMMAR_VERSION with it.
   const d = generateDataset({ count: 64, seed: 1 });
   const digest = createHash("sha256").update(d.images).update(JSON.stringify(d.captions)).digest("hex");
@@ -193,10 +205,12 @@ function blurAndNoise(im: Uint8Array, rng: Rng): Uint8Array {
   for (let y = 0; y < S; y++) {
     for (let x = 0; x < S; x++) {
       for (let c = 0; c < 3; c++) {
-        let s = 0, w = 0;
+        let s = 0,
+          w = 0;
         for (let dy = -1; dy <= 1; dy++) {
           for (let dx = -1; dx <= 1; dx++) {
-            const yy = Math.min(S - 1, Math.max(0, y + dy)), xx = Math.min(S - 1, Math.max(0, x + dx));
+            const yy = Math.min(S - 1, Math.max(0, y + dy)),
+              xx = Math.min(S - 1, Math.max(0, x + dx));
             const k = (2 - Math.abs(dx)) * (2 - Math.abs(dy));
             s += k * im[(yy * S + xx) * 3 + c]!;
             w += k;
@@ -235,14 +249,20 @@ function singleAttributeVariants(spec: SceneSpec, rng: Rng): Array<{ key: string
     s.objects[j]!.color = pick(rng, cs);
     out.push({ key: `${key}.color`, caption: captionOf(s) });
     s = clone();
-    s.objects[j]!.shape = pick(rng, SHAPES.filter((x) => x !== o.shape));
+    s.objects[j]!.shape = pick(
+      rng,
+      SHAPES.filter((x) => x !== o.shape),
+    );
     out.push({ key: `${key}.shape`, caption: captionOf(s) });
     if (spec.objects.length === 1) {
       s = clone();
       s.objects[j]!.size = o.size === "small" ? "large" : "small";
       out.push({ key: `${key}.size`, caption: captionOf(s) });
       s = clone();
-      s.objects[j]!.position = pick(rng, POSITIONS.filter((p) => p !== o.position));
+      s.objects[j]!.position = pick(
+        rng,
+        POSITIONS.filter((p) => p !== o.position),
+      );
       out.push({ key: `${key}.position`, caption: captionOf(s) });
     }
   });
@@ -276,8 +296,8 @@ test("analyzer: a caption contradicting the image in one attribute fails exactly
     }
   }
   assert.ok(checked > 1500, `checked ${checked}`);
-  for (const k of ["background", "object1.color", "object1.shape", "object1.size", "object1.position",
-    "object2.color", "object2.shape", "relation"]) assert.ok(seenKeys.has(k), k);
+  for (const k of ["background", "object1.color", "object1.shape", "object1.size", "object1.position", "object2.color", "object2.shape", "relation"])
+    assert.ok(seenKeys.has(k), k);
   assert.deepEqual(missed, []);
   if (process.env.ATEDM_SHAPES_VERBOSE) console.log(`contradictions: ${checked} checked, ${othersWrong} other attributes wrong`);
   // The other attributes are still judged correct (the analyzer is per attribute, not all-or-nothing).
@@ -313,8 +333,16 @@ test("held-out split: 237 of the 1584 one-object captions (>= 200 for the eval),
   assert.equal(held.length, 237, `${held.length} of ${all.length}`);
   // Every attribute value is still trained on.
   const train = all.filter((c) => !isHeldOut(c));
-  for (const w of [...COLORS, ...SHAPES, ...CAPTION_SIZES]) assert.ok(train.some((c) => c.includes(` ${w} `)), w);
-  for (const p of POSITIONS) assert.ok(train.some((c) => c.includes(` at the ${p} on `)), p);
+  for (const w of [...COLORS, ...SHAPES, ...CAPTION_SIZES])
+    assert.ok(
+      train.some((c) => c.includes(` ${w} `)),
+      w,
+    );
+  for (const p of POSITIONS)
+    assert.ok(
+      train.some((c) => c.includes(` at the ${p} on `)),
+      p,
+    );
 
   const dir = mkdtempSync(join(tmpdir(), "atedm-shapes-"));
   try {
@@ -323,7 +351,10 @@ test("held-out split: 237 of the 1584 one-object captions (>= 200 for the eval),
     const captions = JSON.parse(readFileSync(join(dir, "captions.json"), "utf8")) as string[];
     assert.equal(captions.length, 4000);
     const heldSet = new Set(held);
-    assert.deepEqual(captions.filter((c) => heldSet.has(c) || isHeldOut(c)), []);
+    assert.deepEqual(
+      captions.filter((c) => heldSet.has(c) || isHeldOut(c)),
+      [],
+    );
     const images = readSafetensors(join(dir, "shapes.safetensors")).get("images")!;
     assert.deepEqual(images.dims, [4000, 32, 32, 3]);
     assert.ok(images.data instanceof Uint8Array);
@@ -346,7 +377,10 @@ test("held-out split: 237 of the 1584 one-object captions (>= 200 for the eval),
 });
 
 test("eval prompt files: held-out set never trained on, validation set trainable, all in the grammar", () => {
-  const lines = (f: string) => readFileSync(new URL(`../eval/${f}`, import.meta.url), "utf8").trim().split("\n");
+  const lines = (f: string) =>
+    readFileSync(new URL(`../eval/${f}`, import.meta.url), "utf8")
+      .trim()
+      .split("\n");
   const held = lines("heldout-one-object.txt");
   const val = lines("val-one-object.txt");
   const two = lines("two-object.txt");
@@ -363,7 +397,8 @@ test("eval prompt files: held-out set never trained on, validation set trainable
 if (process.env.ATEDM_SHAPES_PPM) {
   test("write sample grid PPM", () => {
     const { images } = generateDataset({ count: 64, seed: 7 });
-    const cell = 34 * 4, W = 8 * cell;
+    const cell = 34 * 4,
+      W = 8 * cell;
     const px = new Uint8Array(W * W * 3).fill(64);
     for (let k = 0; k < 64; k++) {
       for (let y = 0; y < 128; y++) {

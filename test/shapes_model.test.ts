@@ -18,7 +18,9 @@ const MODEL = join(root, "models", "shapes");
 const GOLDEN = join(root, "test", "golden", "shapes-diffusers.safetensors");
 const PROMPT = "a large red circle at the top left on a white background";
 
-test("shapes model: final sample equals diffusers' for the same noise, prompt and sampler", { skip: !existsSync(GOLDEN) && "no golden" }, async () => {
+test("shapes model: final sample equals diffusers' for the same noise, prompt and sampler", {
+  skip: !existsSync(GOLDEN) && "no golden",
+}, async () => {
   const g = readSafetensors(GOLDEN);
   const pipe = await loadPipeline(MODEL, { threads: 2 });
   const r = await pipe.generate({ prompt: PROMPT, steps: 20, guidance: 4, latents: g.get("start")!.data as Float32Array });
@@ -26,7 +28,9 @@ test("shapes model: final sample equals diffusers' for the same noise, prompt an
   await pipe.release();
 });
 
-test("shapes model: the default generate is deterministic, 32x32, and uses the model's recommended guidance", { skip: !existsSync(MODEL) && "no model" }, async () => {
+test("shapes model: the default generate is deterministic, 32x32, and uses the model's recommended guidance", {
+  skip: !existsSync(MODEL) && "no model",
+}, async () => {
   const pipe = await loadPipeline(MODEL, { threads: 2 });
   assert.equal(pipe.defaultGuidance, 4);
   const a = await pipe.generate({ prompt: PROMPT, seed: 5 });

@@ -119,13 +119,23 @@ describe("ToMe reference (tomesd bipartite_soft_matching_random2d)", () => {
   test("hand-checked 2x4 grid with two dst tokens and per-dst mean counts", () => {
     // dst: tokens 0 (1,0) and 2 (0,1). src 1 ~ dst0, 3 ~ dst1, 4 ~ dst1 (weaker), 5 ~ dst0 (weaker), 6, 7 mixed.
     const vals = [
-      [1, 0], [1, 0.01], [0, 1], [0.01, 1], [0.3, 1], [1, 0.4], [1, 0.9], [0.9, 1],
+      [1, 0],
+      [1, 0.01],
+      [0, 1],
+      [0.01, 1],
+      [0.3, 1],
+      [1, 0.4],
+      [1, 0.9],
+      [0.9, 1],
     ];
     const x = tokens(vals.flat(), 1, 8, 2);
     const m = bipartiteSoftMatching(x, 4, 2, 2, 2, 4);
     assert.deepEqual(m.partition, { dst: [0, 2], src: [1, 3, 4, 5, 6, 7] });
     // similarity ranking: t1 (.99995), t3 (.99995), t4 (.958), t5 (.928), t6, t7 (.74)
-    assert.deepEqual(m.srcMerged[0]!.map((i) => m.partition.src[i]), [1, 3, 4, 5]);
+    assert.deepEqual(
+      m.srcMerged[0]!.map((i) => m.partition.src[i]),
+      [1, 3, 4, 5],
+    );
     assert.deepEqual(m.dstOf, [[0, 1, 1, 0]]);
     const merged = m.merge(x);
     const dst0 = [(1 + 1 + 1) / 3, (0 + 0.01 + 0.4) / 3];
@@ -135,14 +145,31 @@ describe("ToMe reference (tomesd bipartite_soft_matching_random2d)", () => {
     assert.ok(maxDiff(got.slice(4), [...dst0, ...dst1]) < 1e-15);
     // unmerge: merged src tokens copy their dst.
     const back = m.unmerge(merged);
-    for (const [t, want] of [[0, dst0], [1, dst0], [5, dst0], [2, dst1], [3, dst1], [4, dst1], [6, vals[6]!], [7, vals[7]!]] as const) {
+    for (const [t, want] of [
+      [0, dst0],
+      [1, dst0],
+      [5, dst0],
+      [2, dst1],
+      [3, dst1],
+      [4, dst1],
+      [6, vals[6]!],
+      [7, vals[7]!],
+    ] as const) {
       assert.ok(maxDiff(row(back, 0, t), want) < 1e-15, `token ${t}`);
     }
   });
 
   test("properties: r = 0 identity, N - r tokens, r capped at the src count, unmerge(merge(x)) keeps shape", () => {
-    for (const [h, w, sx, sy, r] of [[4, 4, 2, 2, 0], [4, 4, 2, 2, 5], [5, 3, 2, 2, 4], [6, 9, 3, 2, 20], [4, 4, 2, 2, 99]]) {
-      const B = 2, C = 3, N = h! * w!;
+    for (const [h, w, sx, sy, r] of [
+      [4, 4, 2, 2, 0],
+      [4, 4, 2, 2, 5],
+      [5, 3, 2, 2, 4],
+      [6, 9, 3, 2, 20],
+      [4, 4, 2, 2, 99],
+    ]) {
+      const B = 2,
+        C = 3,
+        N = h! * w!;
       const x = tokens(randn(B * N * C, h! * 100 + w!), B, N, C);
       const m = bipartiteSoftMatching(x, w!, h!, sx!, sy!, r!);
       const nSrc = N - Math.floor(h! / sy!) * Math.floor(w! / sx!);
@@ -248,7 +275,11 @@ describe("ToMe ONNX matching vs the reference", () => {
 
   test("ties in similarity: ONNX ranks the lower src position first and picks the first dst, as the reference", async () => {
     // scaled axis vectors: every cosine is exactly 0 or 1 in float32 and float64, so ties are everywhere
-    const B = 2, h = 6, w = 4, C = 3, N = h * w;
+    const B = 2,
+      h = 6,
+      w = 4,
+      C = 3,
+      N = h * w;
     const data = new Float32Array(B * N * C);
     for (let b = 0; b < B; b++) for (let t = 0; t < N; t++) data[(b * N + t) * C + ((t * (b + 2) + (t >> 2)) % C)] = (t % 3) + 1;
     const metric = tokens(data, B, N, C);
@@ -270,21 +301,35 @@ function fakeLayer(g: GraphBuilder, path: string, scale: number): TransformerLay
     return g.op("MatMul", [g.op("Softmax", [scores], { axis: -1 }), h]);
   };
   return {
-    path, heads: 1, headDim: 1,
+    path,
+    heads: 1,
+    headDim: 1,
     norm1: (x) => g.op("Add", [g.op("Mul", [x, g.constant(0.5)]), g.constant(0.1)]),
     attn1: (h) => ({ out: mix(h, scale) }),
     norm2: (x) => g.op("Mul", [x, g.constant(1.5)]),
     attn2: (h) => g.op("Tanh", [mix(h, 0.3)]),
-    attn2Explicit: () => { throw new Error("unused"); },
-    attn2Probs: () => { throw new Error("unused"); },
+    attn2Explicit: () => {
+      throw new Error("unused");
+    },
+    attn2Probs: () => {
+      throw new Error("unused");
+    },
     norm3: (x) => g.op("Sub", [x, g.constant(0.2)]),
     ff: (h) => g.op("Tanh", [g.op("Mul", [h, g.constant(2)])]),
   };
 }
 
 /** The same fake block in float64 with the reference merge. */
-function fakeReference(x0: Tokens, depth: number, scales: number[], partitions: Array<number[] | undefined>, h: number, w: number,
-  r: number, o: { mergeAttn: boolean; mergeCrossattn: boolean; mergeMlp: boolean }): Tokens {
+function fakeReference(
+  x0: Tokens,
+  depth: number,
+  scales: number[],
+  partitions: Array<number[] | undefined>,
+  h: number,
+  w: number,
+  r: number,
+  o: { mergeAttn: boolean; mergeCrossattn: boolean; mergeMlp: boolean },
+): Tokens {
   const map = (t: Tokens, f: (v: number) => number): Tokens => ({ data: Array.from(t.data, (v) => f(Number(v))), dims: t.dims });
   const add = (a: Tokens, b: Tokens): Tokens => ({ data: Array.from(a.data, (v, i) => Number(v) + Number(b.data[i])), dims: a.dims });
   const mix = (t: Tokens, s: number): Tokens => {
@@ -317,7 +362,16 @@ function fakeReference(x0: Tokens, depth: number, scales: number[], partitions: 
 
 describe("ToMe runner vs the reference on a fake transformer block", () => {
   const block: AttentionBlockInfo = {
-    path: "down_blocks.0.attentions.0", stage: "down", stageIndex: 0, index: 0, count: 1, depth: 2, channels: 6, heads: 1, level: 0, downsample: 1,
+    path: "down_blocks.0.attentions.0",
+    stage: "down",
+    stageIndex: 0,
+    index: 0,
+    count: 1,
+    depth: 2,
+    channels: 6,
+    heads: 1,
+    level: 0,
+    downsample: 1,
   };
   const flagSets = [
     { mergeAttn: true, mergeCrossattn: false, mergeMlp: false },
@@ -340,8 +394,14 @@ describe("ToMe runner vs the reference on a fake transformer block", () => {
         const layers = [fakeLayer(g, `${block.path}.transformer_blocks.0`, 0.7), fakeLayer(g, `${block.path}.transformer_blocks.1`, 0.4)];
         const runner = tomeRunner(opts);
         const out = runner({
-          g, block, tokens: x, height: g.constant(latent.height, "int64"), width: g.constant(latent.width, "int64"), layers,
-          projOut: (t) => t, tap: () => {},
+          g,
+          block,
+          tokens: x,
+          height: g.constant(latent.height, "int64"),
+          width: g.constant(latent.width, "int64"),
+          layers,
+          projOut: (t) => t,
+          tap: () => {},
         });
         g.output(out, "y");
         const s = await rt.session(g);
@@ -355,11 +415,14 @@ describe("ToMe runner vs the reference on a fake transformer block", () => {
         assert.equal(plan.r, r);
         const cellsOf = (dst: number[]) => {
           // recover the cell offsets of a partition (for the reference), row-major cells
-          const hsy = Math.floor(latent.height / 2), wsx = Math.floor(latent.width / 2);
+          const hsy = Math.floor(latent.height / 2),
+            wsx = Math.floor(latent.width / 2);
           const cells = new Array<number>(hsy * wsx).fill(-1);
           for (const t of dst) {
-            const y = Math.floor(t / latent.width), x = t % latent.width;
-            const i = Math.floor(y / 2), j = Math.floor(x / 2);
+            const y = Math.floor(t / latent.width),
+              x = t % latent.width;
+            const i = Math.floor(y / 2),
+              j = Math.floor(x / 2);
             cells[i * wsx + j] = (y - 2 * i) * 2 + (x - 2 * j);
           }
           assert.ok(cells.every((c) => c >= 0));
@@ -446,7 +509,11 @@ describe("ToMe U-Net vs tomesd goldens (tiny-sd, 16x8 latent)", () => {
   const latent = { height: 16, width: 8 };
   const baseFeeds = (): Record<string, Tensor> => {
     const feeds: Record<string, Tensor> = {};
-    for (const [k, name] of [["input.sample", "sample"], ["input.timestep", "timestep"], ["input.encoder_hidden_states", "encoder_hidden_states"]]) {
+    for (const [k, name] of [
+      ["input.sample", "sample"],
+      ["input.timestep", "timestep"],
+      ["input.encoder_hidden_states", "encoder_hidden_states"],
+    ]) {
       const t = tensorOf(gold, k!);
       feeds[name!] = f32(t.data as Float32Array, t.dims);
     }
@@ -476,10 +543,16 @@ describe("ToMe U-Net vs tomesd goldens (tiny-sd, 16x8 latent)", () => {
     for (const mode of ["inputs", "constants"] as const) {
       test(`${name} (${JSON.stringify(opts)}), plan as ${mode}: output.sample and block_output at TOL.tome`, async () => {
         const out = await runTome(opts, mode);
-        const eb = assertClose(`${name}.block_output`, out.block.data as Float32Array, tensorOf(gold, `${name}.block_output`), TOL.tome, [...out.block.dims]);
-        const es = assertClose(`${name}.output.sample`, out.sample.data as Float32Array, tensorOf(gold, `${name}.output.sample`), TOL.tome, [...out.sample.dims]);
-        report.push(`${name} [${mode}] block_output max_abs ${eb.maxAbs.toExponential(2)} rel_l2 ${eb.relL2.toExponential(2)}; ` +
-          `output.sample max_abs ${es.maxAbs.toExponential(2)} rel_l2 ${es.relL2.toExponential(2)}`);
+        const eb = assertClose(`${name}.block_output`, out.block.data as Float32Array, tensorOf(gold, `${name}.block_output`), TOL.tome, [
+          ...out.block.dims,
+        ]);
+        const es = assertClose(`${name}.output.sample`, out.sample.data as Float32Array, tensorOf(gold, `${name}.output.sample`), TOL.tome, [
+          ...out.sample.dims,
+        ]);
+        report.push(
+          `${name} [${mode}] block_output max_abs ${eb.maxAbs.toExponential(2)} rel_l2 ${eb.relL2.toExponential(2)}; ` +
+            `output.sample max_abs ${es.maxAbs.toExponential(2)} rel_l2 ${es.relL2.toExponential(2)}`,
+        );
         // and far from the unpatched output (the merge really happened)
         assert.ok(errors(out.sample.data as Float32Array, tensorOf(gold, "reference.output.sample").data as Float32Array).maxAbs > 0.1);
       });

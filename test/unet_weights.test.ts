@@ -104,7 +104,9 @@ test("Weights accepts a SyntheticWeightStore: external graph over the written fi
     const gIn = buildUNetGraph(cfg, new Weights(new SyntheticWeightStore(shapes, { seed: 11 })));
     assert.ok(!gIn.hasExternalData());
 
-    const h = 8, w = 16, L = 5;
+    const h = 8,
+      w = 16,
+      L = 5;
     const sample = Float32Array.from({ length: 4 * h * w }, (_, i) => Math.sin(i));
     const ctx = Float32Array.from({ length: L * cfg.cross_attention_dim }, (_, i) => Math.cos(i));
     const feeds = () => ({

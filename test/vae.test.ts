@@ -40,7 +40,10 @@ for (const model of [TINY_SD, TINY_SDXL]) {
       report(`${name} ${k}`, assertClose(k, out[k]!.data as Float32Array, tensorOf(gold, k), TOL.vae, [...out[k]!.dims]));
     }
     const s = out.sample!;
-    report(`${name} graph output.sample`, assertClose("output.sample", s.data as Float32Array, tensorOf(gold, "output.sample"), TOL.vae, [...s.dims]));
+    report(
+      `${name} graph output.sample`,
+      assertClose("output.sample", s.data as Float32Array, tensorOf(gold, "output.sample"), TOL.vae, [...s.dims]),
+    );
     await session.release();
 
     // The high-level decoder divides by scaling_factor itself.
@@ -152,19 +155,23 @@ test("VAE decoder: batch, latent height and width are symbolic (non-square, batc
 test("toImageNHWC: clamp(x / 2 + 0.5, 0, 1), NCHW -> NHWC", () => {
   // B=1, C=3, H=2, W=2; channel c, pixel p holds a distinct value.
   const data = Float32Array.from([
-    -3, -1, 0, 1, // c0
-    0.5, -0.5, 2, 0.25, // c1
-    0.1, 0.9, -0.2, 1.5, // c2
+    -3,
+    -1,
+    0,
+    1, // c0
+    0.5,
+    -0.5,
+    2,
+    0.25, // c1
+    0.1,
+    0.9,
+    -0.2,
+    1.5, // c2
   ]);
   const img = toImageNHWC({ data, dims: [1, 3, 2, 2] });
   assert.deepEqual(img.dims, [1, 2, 2, 3]);
   const f = Math.fround;
-  const expected = [
-    0, f(0.75), f(f(0.1) / 2 + 0.5),
-    0, f(0.25), f(f(0.9) / 2 + 0.5),
-    0.5, 1, f(f(-0.2) / 2 + 0.5),
-    1, f(0.625), 1,
-  ];
+  const expected = [0, f(0.75), f(f(0.1) / 2 + 0.5), 0, f(0.25), f(f(0.9) / 2 + 0.5), 0.5, 1, f(f(-0.2) / 2 + 0.5), 1, f(0.625), 1];
   assert.deepEqual([...img.data], expected);
   assert.ok(img.data instanceof Float32Array);
   // Batch 2, one channel: batches stay in order.

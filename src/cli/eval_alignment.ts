@@ -60,7 +60,10 @@ export async function evalAlignmentCommand(argv: string[]): Promise<number> {
   } catch (e) {
     throw new AtedmError(`${v.prompts}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
-  const prompts = text.split("\n").map((l) => l.trim()).filter((l) => l && !l.startsWith("#"));
+  const prompts = text
+    .split("\n")
+    .map((l) => l.trim())
+    .filter((l) => l && !l.startsWith("#"));
   if (!prompts.length) throw new AtedmError(`${v.prompts}: no prompts`);
   prompts.forEach((p, i) => {
     try {
@@ -89,7 +92,9 @@ export async function evalAlignmentCommand(argv: string[]): Promise<number> {
     for (const [pi, prompt] of prompts.entries()) {
       for (let seed = 0; seed < seeds; seed++) {
         const r = await pipe.generate({
-          prompt, seed, steps,
+          prompt,
+          seed,
+          steps,
           guidance: num(v.guidance as string | undefined, "guidance"),
           scheduler: oneOf(v.scheduler as string | undefined, "scheduler", SCHEDULER_NAMES),
         });
@@ -101,7 +106,8 @@ export async function evalAlignmentCommand(argv: string[]): Promise<number> {
         if (a.allCorrect) allCorrect++;
         for (const [attr, ok] of Object.entries(a.attributes)) {
           const kind = attr.replace(/^object\d+\./, "");
-          const c = (correct[kind] ??= [0, 0]);
+          correct[kind] ??= [0, 0];
+          const c = correct[kind];
           c[0] += ok ? 1 : 0;
           c[1] += 1;
         }
@@ -117,7 +123,10 @@ export async function evalAlignmentCommand(argv: string[]): Promise<number> {
     const sorted = stepSeconds.slice().sort((a, b) => a - b);
     const report = {
       model: (v.model as string | undefined) ?? DEFAULT_MODEL,
-      prompts: prompts.length, seeds, images: total, steps,
+      prompts: prompts.length,
+      seeds,
+      images: total,
+      steps,
       method: method?.name ?? "none",
       ratio: method?.nominalRatio ?? 0,
       all_correct: allCorrect / total,

@@ -71,7 +71,9 @@ export async function flopsCommand(argv: string[]): Promise<number> {
   const overhead = perStep.length ? perStep.reduce((a, s) => a + s.flops.overhead.total, 0) / perStep.length : 0;
   const report = {
     unet_config: v["unet-config"] ?? join(v.model as string, "unet", "config.json"),
-    height, width, latent,
+    height,
+    width,
+    latent,
     method: method?.name ?? "none",
     ratio: method?.nominalRatio ?? 0,
     steps,
@@ -82,7 +84,10 @@ export async function flopsCommand(argv: string[]): Promise<number> {
     breakdown_tflops: scale(base.byCategory),
     breakdown_pruned_tflops: perStep.length ? scale(meanCategories(perStep.map((s) => s.flops))) : scale(base.byCategory),
     blocks: base.byBlock.map((b) => ({
-      path: b.path, depth: b.depth, tokens: b.tokens, tflops: b.flops / 1e12,
+      path: b.path,
+      depth: b.depth,
+      tokens: b.tokens,
+      tflops: b.flops / 1e12,
       kept_per_step: perStep.map((s) => s.flops.byBlock.find((x) => x.path === b.path)!.kept ?? b.tokens),
       tflops_per_step: perStep.map((s) => s.flops.byBlock.find((x) => x.path === b.path)!.flops / 1e12),
     })),

@@ -110,7 +110,8 @@ export async function generateCommand(argv: string[]): Promise<number> {
       },
     });
     progress.done();
-    if (result.truncated) process.stderr.write(`atedm: warning: the prompt was longer than ${pipe.tokenizer.modelMaxLength} tokens and was truncated\n`);
+    if (result.truncated)
+      process.stderr.write(`atedm: warning: the prompt was longer than ${pipe.tokenizer.modelMaxLength} tokens and was truncated\n`);
     const [, H, W] = result.imageDims as [number, number, number];
     writePng(out, toRGB8(result.image, H, W), H, W);
     const outputs: Record<string, string> = { image: out };

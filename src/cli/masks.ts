@@ -16,7 +16,13 @@ export interface StepMasks {
 
 /** A small perceptual colour ramp (viridis-like) for t in [0, 1]. */
 export function heatColor(t: number): [number, number, number] {
-  const stops: Array<[number, number, number]> = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]];
+  const stops: Array<[number, number, number]> = [
+    [68, 1, 84],
+    [59, 82, 139],
+    [33, 145, 140],
+    [94, 201, 98],
+    [253, 231, 37],
+  ];
   const x = Math.min(1, Math.max(0, t)) * (stops.length - 1);
   const i = Math.min(stops.length - 2, Math.floor(x));
   const f = x - i;
@@ -41,7 +47,11 @@ export interface BlockMask {
 
 /** The mask of `block` at one step from the U-Net's extras; undefined when the block was not pruned. */
 export function blockMask(
-  extras: Record<string, Tensor>, block: AttentionBlockInfo, base: Uint8Array, H: number, W: number,
+  extras: Record<string, Tensor>,
+  block: AttentionBlockInfo,
+  base: Uint8Array,
+  H: number,
+  W: number,
   latent: { height: number; width: number },
 ): BlockMask | undefined {
   const keepT = extras[keepOutput(block)];
@@ -54,9 +64,19 @@ export function blockMask(
   const score = (scoreT.data as Float32Array).subarray((B - 1) * N, B * N);
   const kept = new Uint8Array(N);
   for (const t of keepIdx) kept[Number(t)] = 1;
-  let lo = Infinity, hi = -Infinity;
-  for (const s of score) { lo = Math.min(lo, s); hi = Math.max(hi, s); }
-  const heat = heatImage(Array.from(score, (s) => (hi > lo ? (s - lo) / (hi - lo) : 0.5)), h, w, H, W);
+  let lo = Infinity,
+    hi = -Infinity;
+  for (const s of score) {
+    lo = Math.min(lo, s);
+    hi = Math.max(hi, s);
+  }
+  const heat = heatImage(
+    Array.from(score, (s) => (hi > lo ? (s - lo) / (hi - lo) : 0.5)),
+    h,
+    w,
+    H,
+    W,
+  );
   return { kept, score, h, w, mask: dimPruned(base, kept, h, w, H, W), heat };
 }
 

@@ -48,7 +48,6 @@ export const PRUNING_HELP = `Token pruning
   --tome-no-rand           fixed (top-left) destination in each cell instead of a seeded random one.
   --tome-merge LIST        sub-layers to merge, comma-separated from attn,crossattn,mlp (default attn).`;
 
-
 /** Build the pruning method the flags ask for, or null for none. */
 export function makeMethod(v: Values): PruningMethod | null {
   const s = (k: string) => v[k] as string | undefined;
@@ -74,7 +73,8 @@ export function makeMethod(v: Values): PruningMethod | null {
     });
   }
   const merge = (s("tome-merge") ?? "attn").split(",").map((x) => x.trim());
-  for (const m of merge) if (!["attn", "crossattn", "mlp"].includes(m)) throw new AtedmError(`--tome-merge: unknown sub-layer '${m}' (attn, crossattn, mlp)`);
+  for (const m of merge)
+    if (!["attn", "crossattn", "mlp"].includes(m)) throw new AtedmError(`--tome-merge: unknown sub-layer '${m}' (attn, crossattn, mlp)`);
   return new Tome({
     ratio,
     schedule,

@@ -22,8 +22,12 @@ export interface Value {
 }
 
 /** Float-typed attribute values must be marked, since JavaScript numbers do not say int or float. */
-export interface FloatAttr { readonly float: number }
-export interface FloatsAttr { readonly floats: readonly number[] }
+export interface FloatAttr {
+  readonly float: number;
+}
+export interface FloatsAttr {
+  readonly floats: readonly number[];
+}
 export type AttrValue = number | readonly number[] | string | FloatAttr | FloatsAttr;
 export const float = (x: number): FloatAttr => ({ float: x });
 export const floats = (xs: readonly number[]): FloatsAttr => ({ floats: xs });
@@ -143,13 +147,7 @@ export class GraphBuilder {
   }
 
   /** Add one node with `nOutputs` outputs. */
-  opN(
-    opType: string,
-    inputs: ReadonlyArray<Value | null>,
-    nOutputs: number,
-    attrs: Record<string, AttrValue> = {},
-    domain = "",
-  ): Value[] {
+  opN(opType: string, inputs: ReadonlyArray<Value | null>, nOutputs: number, attrs: Record<string, AttrValue> = {}, domain = ""): Value[] {
     const outputs = Array.from({ length: nOutputs }, () => this.fresh(opType));
     this.nodes.push({
       op_type: opType,
@@ -198,9 +196,7 @@ export class GraphBuilder {
       type: {
         tensor_type: {
           elem_type: DataType[v.dtype],
-          ...(v.shape
-            ? { shape: { dim: v.shape.map((d) => (typeof d === "number" ? { dim_value: d } : { dim_param: d })) } }
-            : {}),
+          ...(v.shape ? { shape: { dim: v.shape.map((d) => (typeof d === "number" ? { dim_value: d } : { dim_param: d })) } } : {}),
         },
       },
     });

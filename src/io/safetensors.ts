@@ -13,7 +13,16 @@ import { AtedmError } from "../errors.js";
 export type SafetensorsDtype = "F64" | "F32" | "F16" | "BF16" | "I64" | "I32" | "I16" | "I8" | "U8" | "BOOL";
 
 const DTYPE_BYTES: Record<SafetensorsDtype, number> = {
-  F64: 8, F32: 4, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1,
+  F64: 8,
+  F32: 4,
+  F16: 2,
+  BF16: 2,
+  I64: 8,
+  I32: 4,
+  I16: 2,
+  I8: 1,
+  U8: 1,
+  BOOL: 1,
 };
 
 export interface TensorInfo {
@@ -110,13 +119,17 @@ export class SafetensorsFile {
       }
       if (end > dataSize) {
         throw new AtedmError(
-          `${path}: tensor '${name}' ends at byte ${end} of the data section, but the file has only ` +
-            `${dataSize} data bytes (truncated file?)`,
+          `${path}: tensor '${name}' ends at byte ${end} of the data section, but the file has only ` + `${dataSize} data bytes (truncated file?)`,
         );
       }
       spans.push([begin, end, name]);
       this.tensors.set(name, {
-        name, dtype, shape: shape as number[], file: path, offset: dataStart + begin, byteLength: end - begin,
+        name,
+        dtype,
+        shape: shape as number[],
+        file: path,
+        offset: dataStart + begin,
+        byteLength: end - begin,
       });
     }
     spans.sort((a, b) => a[0] - b[0]);
@@ -309,9 +322,7 @@ export class WeightStore implements TensorSource {
   tensor(name: string, shape?: number[]): HostTensor {
     const info = this.info(name);
     if (shape && (shape.length !== info.shape.length || shape.some((d, i) => d !== info.shape[i]))) {
-      throw new AtedmError(
-        `${info.file}: tensor '${name}' has shape [${info.shape}], expected [${shape}]`,
-      );
+      throw new AtedmError(`${info.file}: tensor '${name}' has shape [${info.shape}], expected [${shape}]`);
     }
     return { dims: info.shape.slice(), data: this.readF32(name) };
   }
@@ -341,11 +352,7 @@ export function readSafetensors(path: string): Map<string, HostTensor> {
 /**
  * Write tensors to a safetensors file, atomically (temp file + rename): the file is written whole or not at all.
  */
-export function writeSafetensors(
-  path: string,
-  tensors: Record<string, HostTensor>,
-  metadata?: Record<string, string>,
-): void {
+export function writeSafetensors(path: string, tensors: Record<string, HostTensor>, metadata?: Record<string, string>): void {
   const header: Record<string, unknown> = {};
   if (metadata) header.__metadata__ = metadata;
   let offset = 0;

@@ -31,9 +31,7 @@ import { Tome, type TomeMethodOptions } from "../pruning/tome_method.js";
 
 /** Where the FLOPs go. Attention-core matmuls of attn2 are in `attn2` with its projections. */
 export type FlopsCategory = "resnet" | "attn1_proj" | "attn1_matmul" | "attn2" | "ff" | "proj_io" | "other";
-export const FLOPS_CATEGORIES: readonly FlopsCategory[] = [
-  "resnet", "attn1_proj", "attn1_matmul", "attn2", "ff", "proj_io", "other",
-];
+export const FLOPS_CATEGORIES: readonly FlopsCategory[] = ["resnet", "attn1_proj", "attn1_matmul", "attn2", "ff", "proj_io", "other"];
 
 /**
  * The category of a module path: a weight's module (`...resnets.0.conv1`, `...attn1.to_q`, `...ff.net.2`,
@@ -169,7 +167,11 @@ function optionsBlockCost(options: UNetFlopsOptions, block: AttentionBlockInfo, 
   if (!(Number.isInteger(r) && r >= 0 && r <= N - nDst && (r === 0 || nDst >= 1))) {
     throw new AtedmError(`unetFlops: ${path} merges ${r} of ${N} tokens (${N - nDst} src tokens)`);
   }
-  return tomeBlockCost(block, N, nDst, r, { mergeAttn: tome!.mergeAttn ?? true, mergeCrossattn: tome!.mergeCrossattn ?? false, mergeMlp: tome!.mergeMlp ?? false });
+  return tomeBlockCost(block, N, nDst, r, {
+    mergeAttn: tome!.mergeAttn ?? true,
+    mergeCrossattn: tome!.mergeCrossattn ?? false,
+    mergeMlp: tome!.mergeMlp ?? false,
+  });
 }
 
 /** FLOPs of one U-Net call; see the file comment. */
@@ -177,8 +179,7 @@ export function unetFlops(cfg: UNetConfig, options: UNetFlopsOptions = {}): UNet
   const K = options.iterations ?? 10;
   if (!(Number.isInteger(K) && K >= 1)) throw new AtedmError(`unetFlops: iterations must be a positive integer, got ${K}`);
   const textLength = options.textLength ?? 77;
-  return countFlops(cfg, latentOf(options, cfg), options.batch ?? 1, textLength, (block, grid) =>
-    optionsBlockCost(options, block, grid, textLength));
+  return countFlops(cfg, latentOf(options, cfg), options.batch ?? 1, textLength, (block, grid) => optionsBlockCost(options, block, grid, textLength));
 }
 
 /** The count itself: every module of the walk, each attention block by its cost (null = dense). */
@@ -255,7 +256,14 @@ function countFlops(
         overhead.matching += 2 * B * o.matching;
         for (const [mp, macs] of Object.entries(o.byModule)) overhead.byModule[mp] = (overhead.byModule[mp] ?? 0) + 2 * B * macs;
         byBlock.push({
-          path: p, depth: block.depth, channels: C, tokens: N, kept: cost.kept, pruningPoint: cost.pruningPoint, merged: cost.merged, flops,
+          path: p,
+          depth: block.depth,
+          channels: C,
+          tokens: N,
+          kept: cost.kept,
+          pruningPoint: cost.pruningPoint,
+          merged: cost.merged,
+          flops,
           overhead: 2 * B * (o.score + o.recovery + o.matching),
         });
         break;
@@ -340,12 +348,7 @@ export interface MatchTomeOptions extends Omit<TomeMethodOptions, "ratio" | "sch
  * (tomesd's maximum ratio, or 0 when the target is above the dense count); `matchTomeRatioDetails` says how
  * close it got and what range ToMe covers.
  */
-export function matchTomeRatio(
-  cfg: UNetConfig,
-  latent: [number, number],
-  targetFlops: number,
-  tomeOptions: MatchTomeOptions = {},
-): number {
+export function matchTomeRatio(cfg: UNetConfig, latent: [number, number], targetFlops: number, tomeOptions: MatchTomeOptions = {}): number {
   return matchTomeRatioDetails(cfg, latent, targetFlops, tomeOptions).ratio;
 }
 
@@ -368,7 +371,11 @@ export function matchTomeRatioDetails(
   const dense = count(0);
   const most = count(hi0);
   const pick = (ratio: number, c: { f: UNetFlops; v: number }): TomeRatioMatch => ({
-    ratio, flops: c.f, matched: c.v, relativeError: (c.v - targetFlops) / targetFlops, range: [most.v, dense.v],
+    ratio,
+    flops: c.f,
+    matched: c.v,
+    relativeError: (c.v - targetFlops) / targetFlops,
+    range: [most.v, dense.v],
   });
   if (targetFlops >= dense.v || most.v >= dense.v) return pick(0, dense); // no merging reaches below dense
   if (targetFlops <= most.v) {

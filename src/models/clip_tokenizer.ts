@@ -59,14 +59,8 @@ const CACHE_LIMIT = 10_000;
 const WS = "\\t\\n\\v\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000";
 const WS_RUN = new RegExp(`[${WS}]+`, "gu");
 const WS_CHAR = new RegExp(`^[${WS}]$`, "u");
-const CLIP_SPLIT = new RegExp(
-  `<\\|startoftext\\|>|<\\|endoftext\\|>|'s|'t|'re|'ve|'m|'ll|'d|\\p{L}+|\\p{N}|[^${WS}\\p{L}\\p{N}]+`,
-  "gu",
-);
-const GPT2_SPLIT = new RegExp(
-  `'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^${WS}\\p{L}\\p{N}]+|[${WS}]+(?![^${WS}])|[${WS}]+`,
-  "gu",
-);
+const CLIP_SPLIT = new RegExp(`<\\|startoftext\\|>|<\\|endoftext\\|>|'s|'t|'re|'ve|'m|'ll|'d|\\p{L}+|\\p{N}|[^${WS}\\p{L}\\p{N}]+`, "gu");
+const GPT2_SPLIT = new RegExp(`'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^${WS}\\p{L}\\p{N}]+|[${WS}]+(?![^${WS}])|[${WS}]+`, "gu");
 const WORD_CHAR = /^[\p{L}\p{N}_]$/u;
 
 /** GPT-2's reversible byte -> printable-character table. */
@@ -197,9 +191,7 @@ export class CLIPTokenizer {
       return v === undefined || v === null ? undefined : parseTokenLike(v, key, configPath);
     };
     const additionalRaw = specialMap["additional_special_tokens"] ?? config["additional_special_tokens"];
-    const additional = Array.isArray(additionalRaw)
-      ? additionalRaw.map((v) => parseTokenLike(v, "additional_special_tokens", configPath))
-      : [];
+    const additional = Array.isArray(additionalRaw) ? additionalRaw.map((v) => parseTokenLike(v, "additional_special_tokens", configPath)) : [];
     const addedTokens: Array<{ id: number; token: AddedTokenSpec }> = [];
     const decoderCfg = config["added_tokens_decoder"];
     if (decoderCfg && typeof decoderCfg === "object") {
@@ -226,9 +218,7 @@ export class CLIPTokenizer {
         // Configs without it (transformers would use 1e30) get CLIP's 77.
         modelMaxLength: typeof maxLen === "number" && maxLen <= 1e9 ? maxLen : undefined,
         cleanUpTokenizationSpaces:
-          typeof config["clean_up_tokenization_spaces"] === "boolean"
-            ? (config["clean_up_tokenization_spaces"] as boolean)
-            : undefined,
+          typeof config["clean_up_tokenization_spaces"] === "boolean" ? (config["clean_up_tokenization_spaces"] as boolean) : undefined,
       },
       vocabPath,
     );

@@ -41,11 +41,9 @@ export function groupNorm(g: GraphBuilder, p: Params, x: Value, groups: number, 
   const [channels] = p.shape("weight") as [number];
   const shape = g.op("Shape", [x]);
   const flat = g.op("Reshape", [x, g.ints([0, groups, -1])]);
-  const normed = g.op(
-    "InstanceNormalization",
-    [flat, g.constant(new Array(groups).fill(1)), g.constant(new Array(groups).fill(0))],
-    { epsilon: float(eps) },
-  );
+  const normed = g.op("InstanceNormalization", [flat, g.constant(new Array(groups).fill(1)), g.constant(new Array(groups).fill(0))], {
+    epsilon: float(eps),
+  });
   const back = g.op("Reshape", [normed, shape]);
   const gamma = g.op("Reshape", [p.get(g, "weight"), g.ints([channels, 1, 1])]);
   const beta = g.op("Reshape", [p.get(g, "bias"), g.ints([channels, 1, 1])]);

@@ -19,12 +19,15 @@ export function basicTransformerBlock(g: GraphBuilder, p: Params, block: Attenti
   const headDim = block.channels / heads;
   const crossAttention = (h: Value, explicitProbs: boolean): AttentionResult => {
     const a = p.at("attn2");
-    const r = attention(g, linear(g, a.at("to_q"), h), linear(g, a.at("to_k"), context), linear(g, a.at("to_v"), context),
-      heads, headDim, { explicitProbs });
+    const r = attention(g, linear(g, a.at("to_q"), h), linear(g, a.at("to_k"), context), linear(g, a.at("to_v"), context), heads, headDim, {
+      explicitProbs,
+    });
     return { ...r, out: linear(g, a.at("to_out.0"), r.out) };
   };
   return {
-    path: p.prefix, heads, headDim,
+    path: p.prefix,
+    heads,
+    headDim,
     norm1: (v) => layerNorm(g, p.at("norm1"), v, 1e-5),
     attn1: (h, o) => {
       const a = p.at("attn1");

@@ -171,7 +171,13 @@ export function unetModules(cfg: UNetConfig): UNetStep[] {
   const c0 = boc[0]!;
   const temb = 4 * c0;
   const attention = (
-    path: string, stage: AttentionBlockInfo["stage"], stageIndex: number, index: number, count: number, level: number, depth: number,
+    path: string,
+    stage: AttentionBlockInfo["stage"],
+    stageIndex: number,
+    index: number,
+    count: number,
+    level: number,
+    depth: number,
   ): UNetStep => {
     const channels = boc[level]!;
     const heads = cfg.heads[level]!;
@@ -199,8 +205,12 @@ export function unetModules(cfg: UNetConfig): UNetStep[] {
     outCh = boc[i]!;
     for (let j = 0; j < cfg.layers_per_block; j++) {
       const resnet: UNetStep = {
-        kind: "ResnetBlock2D", path: `down_blocks.${i}.resnets.${j}`, inChannels: j === 0 ? inCh : outCh, outChannels: outCh,
-        skipChannels: 0, level: i,
+        kind: "ResnetBlock2D",
+        path: `down_blocks.${i}.resnets.${j}`,
+        inChannels: j === 0 ? inCh : outCh,
+        outChannels: outCh,
+        skipChannels: 0,
+        level: i,
       };
       const layer: UNetStep[] = [resnet];
       if (type === "CrossAttnDownBlock2D") {
@@ -216,7 +226,12 @@ export function unetModules(cfg: UNetConfig): UNetStep[] {
   if (cfg.mid_block_type) {
     const c = boc[n - 1]!;
     const resnet = (j: number): UNetStep => ({
-      kind: "ResnetBlock2D", path: `mid_block.resnets.${j}`, inChannels: c, outChannels: c, skipChannels: 0, level: n - 1,
+      kind: "ResnetBlock2D",
+      path: `mid_block.resnets.${j}`,
+      inChannels: c,
+      outChannels: c,
+      skipChannels: 0,
+      level: n - 1,
     });
     out.push(resnet(0), attention("mid_block.attentions.0", "mid", 0, 0, 1, n - 1, cfg.transformer_layers_per_block[n - 1]!), resnet(1));
     out[out.length - 1]!.endsBlock = "mid_block";
@@ -234,8 +249,12 @@ export function unetModules(cfg: UNetConfig): UNetStep[] {
     for (let j = 0; j < layers; j++) {
       const skipChannels = j === layers - 1 ? inCh : ch;
       out.push({
-        kind: "ResnetBlock2D", path: `up_blocks.${i}.resnets.${j}`, inChannels: (j === 0 ? prevOut : ch) + skipChannels, outChannels: ch,
-        skipChannels, level,
+        kind: "ResnetBlock2D",
+        path: `up_blocks.${i}.resnets.${j}`,
+        inChannels: (j === 0 ? prevOut : ch) + skipChannels,
+        outChannels: ch,
+        skipChannels,
+        level,
       });
       if (type === "CrossAttnUpBlock2D") {
         out.push(attention(`up_blocks.${i}.attentions.${j}`, "up", i, j, layers, level, cfg.reverse_transformer_layers_per_block[i]!));

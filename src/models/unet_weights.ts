@@ -106,7 +106,10 @@ function elementCount(shape: readonly number[]): number {
 }
 
 /** The safetensors layout of a synthetic F32 file: header bytes and each tensor's absolute data offset. */
-function syntheticLayout(shapes: ReadonlyMap<string, readonly number[]>, seed: number): { header: Buffer; offsets: Map<string, number>; dataStart: number } {
+function syntheticLayout(
+  shapes: ReadonlyMap<string, readonly number[]>,
+  seed: number,
+): { header: Buffer; offsets: Map<string, number>; dataStart: number } {
   const header: Record<string, unknown> = { __metadata__: { format: "pt", synthetic: `seed=${seed}` } };
   const rel = new Map<string, number>();
   let offset = 0;
@@ -156,7 +159,11 @@ export class SyntheticWeightStore implements TensorSource {
     const { offsets } = syntheticLayout(shapes, this.seed);
     for (const [name, shape] of shapes) {
       this.infos.set(name, {
-        name, dtype: "F32", shape: shape.slice(), file: this.source, offset: offsets.get(name)!,
+        name,
+        dtype: "F32",
+        shape: shape.slice(),
+        file: this.source,
+        offset: offsets.get(name)!,
         byteLength: elementCount(shape) * 4,
       });
     }

@@ -177,7 +177,8 @@ export function buildVAEDecoderGraph(cfg: VAEConfig, weights: Weights, options: 
   /** One attention projection on tokens (B, N, C): a Linear, stored as [C, C] or as a 1x1 conv [C, C, 1, 1]. */
   const projection = (p: Params, names: readonly [string, string], t: Value, c: number): Value => {
     const name = names.find((nm) => p.has(`${nm}.weight`));
-    if (!name) throw new AtedmError(`${weights.store.source}: missing tensor '${p.path(`${names[0]}.weight`)}' (or legacy '${p.path(`${names[1]}.weight`)}')`);
+    if (!name)
+      throw new AtedmError(`${weights.store.source}: missing tensor '${p.path(`${names[0]}.weight`)}' (or legacy '${p.path(`${names[1]}.weight`)}')`);
     const q = p.at(name);
     const shape = q.shape("weight");
     let w: Value;

@@ -47,9 +47,15 @@ export class Weights {
       throw new AtedmError(`${info.file}: tensor '${name}' has shape [${info.shape}], expected [${shape}]`);
     }
     let bound = this.bound.get(g);
-    if (!bound) this.bound.set(g, (bound = new Map()));
+    if (!bound) {
+      bound = new Map();
+      this.bound.set(g, bound);
+    }
     let v = bound.get(name);
-    if (!v) bound.set(name, (v = this.bind(g, name)));
+    if (!v) {
+      v = this.bind(g, name);
+      bound.set(name, v);
+    }
     return v;
   }
 

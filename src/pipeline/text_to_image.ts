@@ -213,7 +213,10 @@ export class TextToImagePipeline {
     const f = this.vaeScaleFactor;
     const height = options.height ?? this.unet.config.sample_size * f;
     const width = options.width ?? this.unet.config.sample_size * f;
-    for (const [name, v] of [["height", height], ["width", width]] as const) {
+    for (const [name, v] of [
+      ["height", height],
+      ["width", width],
+    ] as const) {
       if (!Number.isInteger(v) || v < f || v % f !== 0) throw new AtedmError(`--${name} must be a positive multiple of ${f}, got ${v}`);
     }
     const channels = this.sampleChannels;
@@ -238,7 +241,11 @@ export class TextToImagePipeline {
     const batch = cfg ? 2 : 1;
     let timeIds: Float32Array | undefined;
     if (this.isXL) {
-      const ids = [...(options.originalSize ?? [height, width]), ...(options.cropsCoordsTopLeft ?? [0, 0]), ...(options.targetSize ?? [height, width])];
+      const ids = [
+        ...(options.originalSize ?? [height, width]),
+        ...(options.cropsCoordsTopLeft ?? [0, 0]),
+        ...(options.targetSize ?? [height, width]),
+      ];
       timeIds = Float32Array.from({ length: 6 * batch }, (_, i) => ids[i % 6]!);
     }
 
@@ -253,9 +260,13 @@ export class TextToImagePipeline {
       const t = scheduler.timesteps[i]!;
       const out = await this.unet.forward(
         {
-          sample, sampleDims: [batch, ...input.dims.slice(1)], timestep: new Float32Array(batch).fill(t),
-          encoderHiddenStates: text.hidden.data, encoderDims: text.hidden.dims,
-          textEmbeds: text.pooled?.data, timeIds,
+          sample,
+          sampleDims: [batch, ...input.dims.slice(1)],
+          timestep: new Float32Array(batch).fill(t),
+          encoderHiddenStates: text.hidden.data,
+          encoderDims: text.hidden.dims,
+          textEmbeds: text.pooled?.data,
+          timeIds,
         },
         { step: i, steps: T },
         options.withMasks ?? false,
@@ -285,8 +296,15 @@ export class TextToImagePipeline {
     }
     if (image.data.some((v) => !Number.isFinite(v))) throw new AtedmError("non-finite value in the decoded image (VAE)");
     return {
-      image: image.data, imageDims: image.dims, latents: x, latentDims, stepSeconds,
-      secondsTotal: (performance.now() - t0) / 1000, timesteps: scheduler.timesteps.slice(), stepInfo, truncated: text.truncated,
+      image: image.data,
+      imageDims: image.dims,
+      latents: x,
+      latentDims,
+      stepSeconds,
+      secondsTotal: (performance.now() - t0) / 1000,
+      timesteps: scheduler.timesteps.slice(),
+      stepInfo,
+      truncated: text.truncated,
     };
   }
 
@@ -299,7 +317,8 @@ export class TextToImagePipeline {
     const unpruned = unetFlops(this.unet.config, { latent: [h, w], textLength }).total;
     const method = this.unet.pruning;
     const perStep = stepInfo.map((s, step) =>
-      method ? methodFlops(this.unet.config, method, [h, w], { step, steps: stepInfo.length }, { ratios: s.ratios, textLength }).total : unpruned);
+      method ? methodFlops(this.unet.config, method, [h, w], { step, steps: stepInfo.length }, { ratios: s.ratios, textLength }).total : unpruned,
+    );
     const pruned = perStep.length ? perStep.reduce((a, b) => a + b, 0) / perStep.length : unpruned;
     return { unpruned, pruned, perStep };
   }

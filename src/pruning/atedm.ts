@@ -9,15 +9,32 @@
 import { AtedmError } from "../errors.js";
 import type { Value } from "../graph/builder.js";
 import type {
-  AttentionBlockCost, AttentionBlockInfo, GraphInput, LatentSize, PruningMethod, StepInfo, TransformerContext, TransformerRunner,
+  AttentionBlockCost,
+  AttentionBlockInfo,
+  GraphInput,
+  LatentSize,
+  PruningMethod,
+  StepInfo,
+  TransformerContext,
+  TransformerRunner,
 } from "../models/pruning_hook.js";
 import { layerForward } from "../models/transformer_2d.js";
 import { blockTokens } from "../models/unet_structure.js";
 import { f32, i64, type Tensor } from "../runtime/session.js";
 import { Mulberry32, stableHash32 } from "../util/numerics.js";
 import {
-  gatherTokens, headMean, keepCount, keepIndices, RECOVERIES, resolvePruningPoint, SCORES, shareConditional,
-  type MaskSharing, type PruningPoint, type RecoveryVariant, type ScoreVariant,
+  gatherTokens,
+  headMean,
+  keepCount,
+  keepIndices,
+  RECOVERIES,
+  resolvePruningPoint,
+  SCORES,
+  shareConditional,
+  type MaskSharing,
+  type PruningPoint,
+  type RecoveryVariant,
+  type ScoreVariant,
 } from "./atedm_math.js";
 import { scheduleByName, type Schedule, type ScheduleName } from "./schedules.js";
 
@@ -92,8 +109,14 @@ export function atedmRunner(options: Partial<AtEdmGraphOptions> = {}): Transform
     // Step 2: scores.
     const score = overhead(() => {
       const s = scoreDef.score({
-        g, probs: a1.probs!, headMean: headMeanMap, crossProbs, x1, random: { name: randomScoreInput(block) },
-        iterations: o.iterations, damping: o.damping,
+        g,
+        probs: a1.probs!,
+        headMean: headMeanMap,
+        crossProbs,
+        x1,
+        random: { name: randomScoreInput(block) },
+        iterations: o.iterations,
+        damping: o.damping,
       });
       return o.maskSharing === "conditional" ? shareConditional(g, s) : s;
     });
@@ -111,7 +134,15 @@ export function atedmRunner(options: Partial<AtEdmGraphOptions> = {}): Transform
 
     // Step 5: proj_out and the refill of the pruned positions.
     return recoveryDef.recover({
-      g, x1, kept, keep, headMean: headMeanMap, height: ctx.height, width: ctx.width, projOut: ctx.projOut, overhead,
+      g,
+      x1,
+      kept,
+      keep,
+      headMean: headMeanMap,
+      height: ctx.height,
+      width: ctx.width,
+      projOut: ctx.projOut,
+      overhead,
     });
   };
 }
@@ -190,7 +221,10 @@ export class AtEdm implements PruningMethod {
     if (options.damping !== undefined && !(options.damping >= 0 && options.damping < 1)) {
       throw new AtedmError(`AT-EDM damping must be in [0, 1), got ${options.damping}`);
     }
-    for (const [key, table] of [["score", SCORES], ["recovery", RECOVERIES]] as const) {
+    for (const [key, table] of [
+      ["score", SCORES],
+      ["recovery", RECOVERIES],
+    ] as const) {
       const v = options[key];
       if (v !== undefined && !(v in table)) {
         throw new AtedmError(`AT-EDM ${key} must be one of ${Object.keys(table).join(", ")}, got '${v}'`);

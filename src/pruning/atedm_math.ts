@@ -51,7 +51,9 @@ export function headMean(g: GraphBuilder, probs: Value): Value {
   return g.scope("head_mean", () => {
     const w = uniformRow(g, g.op("Shape", [probs], { start: 1, end: 2 }), 2); // (1, h), every entry 1/h
     const flat = g.op("Reshape", [probs, g.ints([0, 0, -1])]); // (B, h, N*N)
-    const shape = g.op("Concat", [g.op("Shape", [probs], { start: 0, end: 1 }), g.ints([1]), g.op("Shape", [probs], { start: 2, end: 4 })], { axis: 0 });
+    const shape = g.op("Concat", [g.op("Shape", [probs], { start: 0, end: 1 }), g.ints([1]), g.op("Shape", [probs], { start: 2, end: 4 })], {
+      axis: 0,
+    });
     return g.op("Reshape", [g.op("MatMul", [w, flat]), shape]);
   });
 }
@@ -63,7 +65,7 @@ export function headMean(g: GraphBuilder, probs: Value): Value {
  */
 export function gwprScore(g: GraphBuilder, probs: Value, iterations: number, damping: number, perHead: boolean, mean?: Value): Value {
   // Work on (B, 1, N, N) (head mean) or (B, h, N, N); s is a row vector (B, *, 1, N) so that s A = A^T s.
-  const A = perHead ? probs : mean ?? headMean(g, probs);
+  const A = perHead ? probs : (mean ?? headMean(g, probs));
   const nInt = g.op("Shape", [A], { start: 3, end: 4 });
   const n = g.op("Cast", [nInt], { to: 1 });
   const damp = (s: Value): Value =>
@@ -119,37 +121,49 @@ export interface ScoreVariantDef {
 export const SCORES: Readonly<Record<ScoreVariant, ScoreVariantDef>> = {
   /** G-WPR on the head-mean map (default): K vector-map products. */
   gwpr: {
-    readsHeadMean: true, needsCrossMap: false, needsRandomInput: false,
+    readsHeadMean: true,
+    needsCrossMap: false,
+    needsRandomInput: false,
     macs: (N, _heads, K) => K * N * N,
     score: (i) => gwprScore(i.g, i.probs, i.iterations, i.damping, false, i.headMean()),
   },
   /** G-WPR iterated per head, aggregated sqrt(mean_h s_h^2). */
   "gwpr-rms": {
-    readsHeadMean: false, needsCrossMap: false, needsRandomInput: false,
+    readsHeadMean: false,
+    needsCrossMap: false,
+    needsRandomInput: false,
     macs: (N, heads, K) => heads * K * N * N,
     score: (i) => gwprScore(i.g, i.probs, i.iterations, i.damping, true),
   },
   /** K = 1: the column mean of the head-mean map, as one product. */
   "column-mean": {
-    readsHeadMean: true, needsCrossMap: false, needsRandomInput: false,
+    readsHeadMean: true,
+    needsCrossMap: false,
+    needsRandomInput: false,
     macs: (N) => N * N,
     score: (i) => gwprScore(i.g, i.probs, 1, i.damping, false, i.headMean()),
   },
   /** Cross-attention G-WPR: element-wise products and sums (not counted, like norms); the map is the caller's. */
   "cross-gwpr": {
-    readsHeadMean: false, needsCrossMap: true, needsRandomInput: false,
+    readsHeadMean: false,
+    needsCrossMap: true,
+    needsRandomInput: false,
     macs: () => 0,
     score: (i) => crossGwprScore(i.g, i.crossProbs!),
   },
   /** Seeded random scores, drawn outside the graph. */
   random: {
-    readsHeadMean: false, needsCrossMap: false, needsRandomInput: true,
+    readsHeadMean: false,
+    needsCrossMap: false,
+    needsRandomInput: true,
     macs: () => 0,
     score: (i) => i.random,
   },
   /** L2 norm of each token at the pruning point. */
   "feature-norm": {
-    readsHeadMean: false, needsCrossMap: false, needsRandomInput: false,
+    readsHeadMean: false,
+    needsCrossMap: false,
+    needsRandomInput: false,
     macs: () => 0,
     score: (i) => i.g.op("ReduceL2", [i.x1], { axes: [-1], keepdims: 0 }),
   },
@@ -196,9 +210,10 @@ export function recoverySources(g: GraphBuilder, sim: Value, keep: Value, larges
 
 /** Columns of the head-mean map A (B, 1, N, N) at the kept tokens: (B, N, k), A[b][i, keep[j]]. */
 export function keptColumns(g: GraphBuilder, A: Value, keep: Value): Value {
-  const idx = g.op("Expand", [g.op("Unsqueeze", [keep, g.ints([1, 2])]), g.op("Concat", [
-    g.op("Shape", [A], { start: 0, end: 3 }), g.op("Shape", [keep], { start: 1, end: 2 }),
-  ], { axis: 0 })]);
+  const idx = g.op("Expand", [
+    g.op("Unsqueeze", [keep, g.ints([1, 2])]),
+    g.op("Concat", [g.op("Shape", [A], { start: 0, end: 3 }), g.op("Shape", [keep], { start: 1, end: 2 })], { axis: 0 }),
+  ]);
   return g.op("Squeeze", [g.op("GatherElements", [A, idx], { axis: 3 }), g.ints([1])]);
 }
 
@@ -262,7 +277,8 @@ function copyFromSources(i: RecoveryInputs, similarity: () => Value, largest: bo
 export const RECOVERIES: Readonly<Record<RecoveryVariant, RecoveryVariantDef>> = {
   /** Copy (default): src(i) = argmax over kept j of A[i, j]. */
   copy: {
-    readsHeadMean: true, projOutOnAll: false,
+    readsHeadMean: true,
+    projOutOnAll: false,
     macs: () => 0,
     recover: (i) => copyFromSources(i, () => keptColumns(i.g, i.headMean(), i.keep), true),
   },
@@ -271,7 +287,8 @@ export const RECOVERIES: Readonly<Record<RecoveryVariant, RecoveryVariantDef>> =
    * of the block; proj_out then runs on all N tokens.
    */
   "copy-delta": {
-    readsHeadMean: true, projOutOnAll: true,
+    readsHeadMean: true,
+    projOutOnAll: true,
     macs: () => 0,
     recover: (i) => {
       const { g } = i;
@@ -285,19 +302,22 @@ export const RECOVERIES: Readonly<Record<RecoveryVariant, RecoveryVariantDef>> =
   },
   /** Copy by cosine similarity of the pruning-point tokens: an (N x C) x (C x k) product. */
   cosine: {
-    readsHeadMean: false, projOutOnAll: false,
+    readsHeadMean: false,
+    projOutOnAll: false,
     macs: (N, k, C) => N * k * C,
     recover: (i) => copyFromSources(i, () => cosineToKept(i.g, i.x1, i.keep), true),
   },
   /** Copy from the spatially nearest kept token (first in index order among equals). */
   nearest: {
-    readsHeadMean: false, projOutOnAll: false,
+    readsHeadMean: false,
+    projOutOnAll: false,
     macs: () => 0,
     recover: (i) => copyFromSources(i, () => squaredGridDistance(i.g, i.height, i.width, i.keep), false),
   },
   /** Zero: pruned tokens get no transformer update (their branch output is zero). */
   zero: {
-    readsHeadMean: false, projOutOnAll: false,
+    readsHeadMean: false,
+    projOutOnAll: false,
     macs: () => 0,
     recover: (i) => {
       const { g } = i;

@@ -114,10 +114,15 @@ export function recoverySources(
       if (kind === "copy") v = data.A![i * N + j]!;
       else if (kind === "cosine") {
         const C = data.C!;
-        let dot = 0, ni = 0, nj = 0;
+        let dot = 0,
+          ni = 0,
+          nj = 0;
         for (let c = 0; c < C; c++) {
-          const a = data.x1![i * C + c]!, b = data.x1![j * C + c]!;
-          dot += a * b; ni += a * a; nj += b * b;
+          const a = data.x1![i * C + c]!,
+            b = data.x1![j * C + c]!;
+          dot += a * b;
+          ni += a * a;
+          nj += b * b;
         }
         v = dot / Math.sqrt(ni * nj);
       } else {

@@ -129,7 +129,6 @@ function checkRatio(ratio: number): void {
   if (!(ratio >= 0 && ratio < 1)) throw new AtedmError(`ToMe: ratio must be in [0, 1), got ${ratio}`);
 }
 
-
 /** Seeded stream for use_rand cell positions (mulberry32; not torch's generator). */
 export class TomeRng {
   private readonly stream: Mulberry32;
@@ -348,11 +347,10 @@ export function bipartiteMatchingGraph(g: GraphBuilder, metric: Value, src: Valu
     g.op("Expand", [g.op("Unsqueeze", [idx, g.ints([2])]), g.op("Concat", [g.op("Shape", [idx]), dim(like, 2)], { axis: 0 })]);
   // 1 + number of src merged into each dst (scatter_reduce "mean" includes the dst itself).
   const ones = (shape: Value) => g.op("Expand", [g.constant(1, "float32"), shape]);
-  const count = g.op(
-    "ScatterElements",
-    [ones(g.op("Concat", [B, nDst], { axis: 0 })), dstOf, ones(g.op("Shape", [dstOf]))],
-    { axis: 1, reduction: "add" },
-  );
+  const count = g.op("ScatterElements", [ones(g.op("Concat", [B, nDst], { axis: 0 })), dstOf, ones(g.op("Shape", [dstOf]))], {
+    axis: 1,
+    reduction: "add",
+  });
   const count3 = g.op("Unsqueeze", [count, g.ints([2])]);
   // Where each row of [unmerged | merged src | dst] goes back to: (B, N).
   const dstB = g.op("Expand", [g.op("Unsqueeze", [dst, g.ints([0])]), g.op("Concat", [B, nDst], { axis: 0 })]);
@@ -414,13 +412,7 @@ export function tomeRunner(options: TomeOptionsInput, fixed?: TomeFixedCall): Tr
     let x = ctx.tokens;
     layers.forEach((L, l) => {
       const at = g.constant(l, "int64");
-      const mg = bipartiteMatchingGraph(
-        g,
-        x,
-        g.op("Gather", [srcAll, at], { axis: 0 }),
-        g.op("Gather", [dstAll, at], { axis: 0 }),
-        rV,
-      );
+      const mg = bipartiteMatchingGraph(g, x, g.op("Gather", [srcAll, at], { axis: 0 }), g.op("Gather", [dstAll, at], { axis: 0 }), rV);
       const [ma, ua] = o.mergeAttn ? [mg.merge, mg.unmerge] : [none, none];
       const [mc, uc] = o.mergeCrossattn ? [mg.merge, mg.unmerge] : [none, none];
       const [mm, um] = o.mergeMlp ? [mg.merge, mg.unmerge] : [none, none];

@@ -4,14 +4,18 @@
  * report ratio 0 and run dense.
  */
 import type {
-  AttentionBlockCost, AttentionBlockInfo, GraphInput, LatentSize, PruningMethod, StepInfo, TransformerRunner,
+  AttentionBlockCost,
+  AttentionBlockInfo,
+  GraphInput,
+  LatentSize,
+  PruningMethod,
+  StepInfo,
+  TransformerRunner,
 } from "../models/pruning_hook.js";
 import type { Tensor } from "../runtime/session.js";
 import { stableHash32 } from "../util/numerics.js";
 import { scheduleByName, type Schedule, type ScheduleName } from "./schedules.js";
-import {
-  resolveTomeOptions, tomeApplies, tomeBlockCost, tomeFeeds, tomeInputs, tomePlan, tomeRunner, TomeRng, type TomeOptions,
-} from "./tome.js";
+import { resolveTomeOptions, tomeApplies, tomeBlockCost, tomeFeeds, tomeInputs, tomePlan, tomeRunner, TomeRng, type TomeOptions } from "./tome.js";
 
 export interface TomeMethodOptions extends Partial<Omit<TomeOptions, "ratio">> {
   /** Merging ratio: r = floor(N * ratio) tokens merged per layer. Default 0.5. */

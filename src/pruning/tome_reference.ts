@@ -50,15 +50,7 @@ const identity = (x: Tokens): Tokens => x;
  * tomesd's bipartite_soft_matching_random2d on `metric` (B, N, C) for an h x w grid (h * w = N), with r tokens
  * to merge and the dst cell offsets `cells` (omitted = top-left, tomesd's no_rand).
  */
-export function bipartiteSoftMatching(
-  metric: Tokens,
-  w: number,
-  h: number,
-  sx: number,
-  sy: number,
-  r: number,
-  cells?: ArrayLike<number>,
-): Matching {
+export function bipartiteSoftMatching(metric: Tokens, w: number, h: number, sx: number, sy: number, r: number, cells?: ArrayLike<number>): Matching {
   const [B, N, C] = metric.dims;
   if (h * w !== N) throw new Error(`bipartiteSoftMatching: h*w = ${h}*${w} != N = ${N}`);
   const part = partition(h, w, sx, sy, cells);

@@ -101,7 +101,7 @@ export function resolveConfig<K extends keyof SchedulerConfig>(
 ): Pick<SchedulerConfig, K> {
   const out = { ...defaults } as Record<string, unknown>;
   for (const key of Object.keys(defaults) as K[]) {
-    if (!Object.prototype.hasOwnProperty.call(raw, key) || raw[key] === undefined) continue;
+    if (!Object.hasOwn(raw, key) || raw[key] === undefined) continue;
     const value = raw[key];
     const def = defaults[key] as unknown;
     const bad = (expected: string): AtedmError =>
@@ -137,18 +137,14 @@ export function resolveConfig<K extends keyof SchedulerConfig>(
     throw new AtedmError(`scheduler config: steps_offset = ${c.steps_offset} must be an integer`);
   }
   if (c.trained_betas && c.num_train_timesteps !== undefined && c.trained_betas.length !== c.num_train_timesteps) {
-    throw new AtedmError(
-      `scheduler config: trained_betas has ${c.trained_betas.length} values but num_train_timesteps is ${c.num_train_timesteps}`,
-    );
+    throw new AtedmError(`scheduler config: trained_betas has ${c.trained_betas.length} values but num_train_timesteps is ${c.num_train_timesteps}`);
   }
   return out as Pick<SchedulerConfig, K>;
 }
 
 /** Throw an AtedmError for a config option that is valid in diffusers but not implemented here. */
 export function unsupported(className: string, key: string, value: unknown, when = ""): never {
-  throw new AtedmError(
-    `scheduler config: ${key} = ${JSON.stringify(value)}${when} is not supported by atedm's ${className}`,
-  );
+  throw new AtedmError(`scheduler config: ${key} = ${JSON.stringify(value)}${when} is not supported by atedm's ${className}`);
 }
 
 /**
@@ -250,13 +246,7 @@ export interface Scheduler {
 }
 
 /** Check the arguments every `step` implementation receives. */
-export function checkStepArgs(
-  className: string,
-  numSteps: number,
-  stepIndex: number,
-  modelOutput: Float32Array,
-  sample: Float32Array,
-): void {
+export function checkStepArgs(className: string, numSteps: number, stepIndex: number, modelOutput: Float32Array, sample: Float32Array): void {
   if (numSteps === 0) throw new AtedmError(`${className}: call setTimesteps() before step()`);
   if (!Number.isInteger(stepIndex) || stepIndex < 0 || stepIndex >= numSteps) {
     throw new AtedmError(`${className}: step index ${stepIndex} out of range [0, ${numSteps})`);
@@ -269,9 +259,7 @@ export function checkStepArgs(
 /** Check the argument of `setTimesteps`. */
 export function checkNumSteps(className: string, n: number, numTrainTimesteps: number): void {
   if (!Number.isInteger(n) || n < 1 || n > numTrainTimesteps) {
-    throw new AtedmError(
-      `${className}: number of inference steps ${n} must be an integer in [1, ${numTrainTimesteps}] (num_train_timesteps)`,
-    );
+    throw new AtedmError(`${className}: number of inference steps ${n} must be an integer in [1, ${numTrainTimesteps}] (num_train_timesteps)`);
   }
 }
 
@@ -284,7 +272,7 @@ export function checkNumSteps(className: string, n: number, numTrainTimesteps: n
  * float32, as diffusers does.
  */
 export function betasForAlphaBar(numDiffusionTimesteps: number, maxBeta = 0.999): Float32Array {
-  const alphaBar = (t: number): number => Math.cos(((t + 0.008) / 1.008) * Math.PI / 2) ** 2;
+  const alphaBar = (t: number): number => Math.cos((((t + 0.008) / 1.008) * Math.PI) / 2) ** 2;
   const betas = new Float32Array(numDiffusionTimesteps);
   for (let i = 0; i < numDiffusionTimesteps; i++) {
     const t1 = i / numDiffusionTimesteps;
@@ -351,10 +339,7 @@ export function makeBetas(
  * `alphas_cumprod = cumprod(1 - betas)` in float32. With `rescale_betas_zero_snr`, Euler and DPM-Solver (not DDIM)
  * replace the last value (exactly 0) by 2^-24 so the first sigma is finite: pass `zeroSnrFloor` for them.
  */
-export function makeAlphasCumprod(
-  c: Parameters<typeof makeBetas>[0],
-  zeroSnrFloor = false,
-): Float32Array {
+export function makeAlphasCumprod(c: Parameters<typeof makeBetas>[0], zeroSnrFloor = false): Float32Array {
   const acp = cumprodF32(makeBetas(c).map((b) => f32(1 - b)));
   if (c.rescale_betas_zero_snr && zeroSnrFloor) acp[acp.length - 1] = 2 ** -24;
   return acp;

@@ -83,7 +83,9 @@ export class DDIMScheduler implements Scheduler {
     checkNumSteps(this.className, n, N);
     this.numInferenceSteps = n;
     if (c.timestep_spacing === "linspace") {
-      this.timesteps = npLinspace(0, N - 1, n).map(roundHalfEven).reverse();
+      this.timesteps = npLinspace(0, N - 1, n)
+        .map(roundHalfEven)
+        .reverse();
     } else if (c.timestep_spacing === "leading") {
       const ratio = Math.floor(N / n);
       this.timesteps = Array.from({ length: n }, (_, i) => i * ratio + c.steps_offset).reverse();

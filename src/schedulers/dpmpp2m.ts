@@ -124,10 +124,16 @@ export class DPMSolverMultistepScheduler implements Scheduler {
     const last = N - this.clippedIndex();
     let timesteps: number[];
     if (c.timestep_spacing === "linspace") {
-      timesteps = npLinspace(0, last - 1, n + 1).map(roundHalfEven).reverse().slice(0, n);
+      timesteps = npLinspace(0, last - 1, n + 1)
+        .map(roundHalfEven)
+        .reverse()
+        .slice(0, n);
     } else if (c.timestep_spacing === "leading") {
       const ratio = Math.floor(last / (n + 1));
-      timesteps = Array.from({ length: n + 1 }, (_, i) => i * ratio).reverse().slice(0, n).map((t) => t + c.steps_offset);
+      timesteps = Array.from({ length: n + 1 }, (_, i) => i * ratio)
+        .reverse()
+        .slice(0, n)
+        .map((t) => t + c.steps_offset);
     } else {
       // trailing: numpy's float arange, so some n give n + 1 steps (ending at timestep -1), as in diffusers.
       timesteps = npArange(last, 0, -(N / n)).map((t) => roundHalfEven(t) - 1);
@@ -174,8 +180,7 @@ export class DPMSolverMultistepScheduler implements Scheduler {
     const c = this.config;
     const x0 = this.convertModelOutput(modelOutput, stepIndex, sample);
     const isLast = stepIndex === numSteps - 1;
-    const lowerOrderFinal =
-      isLast && (c.euler_at_final || (c.lower_order_final && numSteps < 15) || c.final_sigmas_type === "zero");
+    const lowerOrderFinal = isLast && (c.euler_at_final || (c.lower_order_final && numSteps < 15) || c.final_sigmas_type === "zero");
     const prevSample =
       this.prevX0 === null || lowerOrderFinal
         ? this.firstOrderUpdate(x0, stepIndex, sample)
@@ -229,8 +234,7 @@ export class DPMSolverMultistepScheduler implements Scheduler {
     const expm1 = f32(f32(Math.exp(-h)) - 1); // e^-h - 1, computed as torch does (not expm1)
     const coefD0 = f32(t.alpha * expm1);
     // midpoint: - 0.5 * alpha_t (e^-h - 1) D1;  heun: + alpha_t ((e^-h - 1) / h + 1) D1
-    const coefD1 =
-      this.config.solver_type === "midpoint" ? f32(-f32(0.5 * coefD0)) : f32(t.alpha * f32(f32(expm1 / h) + 1));
+    const coefD1 = this.config.solver_type === "midpoint" ? f32(-f32(0.5 * coefD0)) : f32(t.alpha * f32(f32(expm1 / h) + 1));
     const out = new Float32Array(sample.length);
     for (let j = 0; j < out.length; j++) {
       const d1 = f32(invR0 * f32(m0[j]! - m1[j]!));

@@ -78,7 +78,7 @@ export class EulerDiscreteScheduler implements Scheduler {
     if (c.use_exponential_sigmas) unsupported(this.className, "use_exponential_sigmas", true);
     if (c.use_beta_sigmas) unsupported(this.className, "use_beta_sigmas", true);
     if (c.timestep_type === "continuous" && c.prediction_type === "v_prediction") {
-      unsupported(this.className, "timestep_type", "continuous", " with prediction_type \"v_prediction\"");
+      unsupported(this.className, "timestep_type", "continuous", ' with prediction_type "v_prediction"');
     }
     this.alphasCumprod = makeAlphasCumprod(c, /* zeroSnrFloor */ true);
     this.trainSigmas = sigmasFromAlphasCumprod(this.alphasCumprod);
@@ -94,7 +94,9 @@ export class EulerDiscreteScheduler implements Scheduler {
     // 1. Timesteps (float32 values, possibly fractional for linspace).
     let timesteps: number[];
     if (c.timestep_spacing === "linspace") {
-      timesteps = npLinspace(0, N - 1, n).map(f32).reverse();
+      timesteps = npLinspace(0, N - 1, n)
+        .map(f32)
+        .reverse();
     } else if (c.timestep_spacing === "leading") {
       const ratio = Math.floor(N / n);
       timesteps = Array.from({ length: n }, (_, i) => f32(roundHalfEven(i * ratio) + c.steps_offset)).reverse();
@@ -119,8 +121,7 @@ export class EulerDiscreteScheduler implements Scheduler {
 
     // 3. init_noise_sigma: max sigma for linspace/trailing, sqrt(max^2 + 1) for leading (float32).
     const maxSigma = this.sigmas.reduce((m, s) => Math.max(m, s), -Infinity);
-    this.initNoiseSigma =
-      c.timestep_spacing === "leading" ? f32(Math.sqrt(f32(f32(maxSigma * maxSigma) + 1))) : maxSigma;
+    this.initNoiseSigma = c.timestep_spacing === "leading" ? f32(Math.sqrt(f32(f32(maxSigma * maxSigma) + 1))) : maxSigma;
   }
 
   /** `scale_model_input`: x / sqrt(sigma^2 + 1), so the UNet sees unit-variance input. */

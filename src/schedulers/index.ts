@@ -39,8 +39,6 @@ export function createScheduler(name: SchedulerName, config: RawSchedulerConfig)
     case "dpm++2m":
       return new DPMSolverMultistepScheduler(config);
     default:
-      throw new AtedmError(
-        `unknown scheduler ${JSON.stringify(name as string)} (expected one of ${SCHEDULER_NAMES.join(", ")})`,
-      );
+      throw new AtedmError(`unknown scheduler ${JSON.stringify(name as string)} (expected one of ${SCHEDULER_NAMES.join(", ")})`);
   }
 }

@@ -22,8 +22,19 @@
  */
 import { AtedmError } from "../errors.js";
 import {
-  BACKGROUNDS, CAPTION_SIZES, COLORS, PALETTE, POSITIONS, SHAPES, parseCaption,
-  type CaptionSize, type ObjectColor, type PaletteColor, type Position, type Relation, type Shape,
+  BACKGROUNDS,
+  CAPTION_SIZES,
+  COLORS,
+  PALETTE,
+  POSITIONS,
+  SHAPES,
+  parseCaption,
+  type CaptionSize,
+  type ObjectColor,
+  type PaletteColor,
+  type Position,
+  type Relation,
+  type Shape,
 } from "./grammar.js";
 import { ANCHORS, AREA_FACTOR, BASE_SIZE, CENTROID_DY, EXTENT, coverage } from "./render.js";
 
@@ -117,14 +128,21 @@ export function analyzeImage(image: Uint8Array, width: number, height: number, c
   const label = new Int8Array(n).fill(-1);
   for (const k of colorIdx) {
     const c = PALETTE[COLORS[k]!];
-    const d0 = c[0] - b[0], d1 = c[1] - b[1], d2 = c[2] - b[2];
+    const d0 = c[0] - b[0],
+      d1 = c[1] - b[1],
+      d2 = c[2] - b[2];
     const dd = d0 * d0 + d1 * d1 + d2 * d2;
-    const al = alpha[k]!, re = resid[k]!;
+    const al = alpha[k]!,
+      re = resid[k]!;
     for (let i = 0; i < n; i++) {
-      const p0 = image[3 * i]! - b[0], p1 = image[3 * i + 1]! - b[1], p2 = image[3 * i + 2]! - b[2];
+      const p0 = image[3 * i]! - b[0],
+        p1 = image[3 * i + 1]! - b[1],
+        p2 = image[3 * i + 2]! - b[2];
       let a = (p0 * d0 + p1 * d1 + p2 * d2) / dd;
       a = a < 0 ? 0 : a > 1 ? 1 : a;
-      const r0 = p0 - a * d0, r1 = p1 - a * d1, r2 = p2 - a * d2;
+      const r0 = p0 - a * d0,
+        r1 = p1 - a * d1,
+        r2 = p2 - a * d2;
       al[i] = a;
       re[i] = Math.sqrt(r0 * r0 + r1 * r1 + r2 * r2);
     }
@@ -256,29 +274,30 @@ function components(label: Int8Array, size: number): Blob[] {
 }
 
 /** Fit the four shape templates to a blob's soft mask (see the module comment, step 5). */
-function measure(
-  blob: Blob, alpha: Float32Array, resid: Float32Array, label: Int8Array, explainer: Int8Array, size: number,
-): DetectedObject {
+function measure(blob: Blob, alpha: Float32Array, resid: Float32Array, label: Int8Array, explainer: Int8Array, size: number): DetectedObject {
   const scale = size / BASE_SIZE;
   // Window: blob bbox + margin, wide enough for any equal-area template placed on the centroid.
   const margin = 3 + Math.ceil(0.3 * Math.max(blob.x1 - blob.x0, blob.y1 - blob.y0));
-  const wx0 = Math.max(0, blob.x0 - margin), wy0 = Math.max(0, blob.y0 - margin);
-  const wx1 = Math.min(size - 1, blob.x1 + margin), wy1 = Math.min(size - 1, blob.y1 + margin);
-  const w = wx1 - wx0 + 1, h = wy1 - wy0 + 1;
+  const wx0 = Math.max(0, blob.x0 - margin),
+    wy0 = Math.max(0, blob.y0 - margin);
+  const wx1 = Math.min(size - 1, blob.x1 + margin),
+    wy1 = Math.min(size - 1, blob.y1 + margin);
+  const w = wx1 - wx0 + 1,
+    h = wy1 - wy0 + 1;
   const mask = new Float32Array(w * h);
   const inBlob = new Uint8Array(size * size);
   for (const i of blob.pixels) inBlob[i] = 1;
   const ring = Math.max(1, Math.round(RING * scale));
-  let area = 0, sx = 0, sy = 0;
+  let area = 0,
+    sx = 0,
+    sy = 0;
   for (let y = wy0; y <= wy1; y++) {
     for (let x = wx0; x <= wx1; x++) {
       const i = y * size + x;
       let m = 0;
       if (inBlob[i]) {
         m = alpha[i]!;
-      } else if (
-        label[i] === -1 && (explainer[i] === blob.color || resid[i]! <= RING_RESIDUAL) && touches(inBlob, x, y, size, ring)
-      ) {
+      } else if (label[i] === -1 && (explainer[i] === blob.color || resid[i]! <= RING_RESIDUAL) && touches(inBlob, x, y, size, ring)) {
         m = alpha[i]!;
       }
       if (m > 0) {
@@ -289,10 +308,13 @@ function measure(
       }
     }
   }
-  const mx = sx / area, my = sy / area;
+  const mx = sx / area,
+    my = sy / area;
   const shapeScores = {} as Record<Shape, number>;
   let bestShape: Shape = "circle";
-  let bestScore = -1, bestExtent = 0, bestCy = my;
+  let bestScore = -1,
+    bestExtent = 0,
+    bestCy = my;
   for (const shape of SHAPES) {
     const extent = Math.sqrt(area / AREA_FACTOR[shape]);
     const cy = my - CENTROID_DY[shape] * extent;
@@ -300,9 +322,11 @@ function measure(
     let score = 0;
     for (const sigma of BLUR_SIGMAS) {
       const tpl = sigma > 0 ? gaussianBlur(sharp, w, h, sigma * scale) : sharp;
-      let inter = 0, union = 0;
+      let inter = 0,
+        union = 0;
       for (let i = 0; i < tpl.length; i++) {
-        const a = mask[i]!, t = tpl[i]!;
+        const a = mask[i]!,
+          t = tpl[i]!;
         inter += Math.min(a, t);
         union += Math.max(a, t);
       }
@@ -311,14 +335,18 @@ function measure(
     shapeScores[shape] = score;
     if (score > bestScore) [bestShape, bestScore, bestExtent, bestCy] = [shape, score, extent, cy];
   }
-  const cx = mx / scale, cy = bestCy / scale, extent = bestExtent / scale;
+  const cx = mx / scale,
+    cy = bestCy / scale,
+    extent = bestExtent / scale;
   const col = nearestIndex(ANCHORS, cx);
   const row = nearestIndex(ANCHORS, cy);
   return {
     color: COLORS[blob.color]!,
     shape: bestShape,
     shapeScores,
-    cx, cy, extent,
+    cx,
+    cy,
+    extent,
     size: extent < SIZE_THRESHOLD ? CAPTION_SIZES[0] : CAPTION_SIZES[1],
     position: POSITIONS[3 * row + col]!,
     area: blob.pixels.length,

@@ -26,11 +26,7 @@ export const SHAPES = ["circle", "square", "triangle", "cross"] as const;
 /** Sizes a caption can name (one-object scenes). */
 export const CAPTION_SIZES = ["small", "large"] as const;
 /** Row-major 3x3 grid: index = 3 * row + col. */
-export const POSITIONS = [
-  "top left", "top", "top right",
-  "left", "center", "right",
-  "bottom left", "bottom", "bottom right",
-] as const;
+export const POSITIONS = ["top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right"] as const;
 export const RELATIONS = ["left of", "right of", "above", "below"] as const;
 
 export type ObjectColor = (typeof COLORS)[number];
@@ -156,12 +152,8 @@ export function captionOf(spec: SceneSpec): string {
 }
 
 const alt = (words: readonly string[]) => `(${words.join("|")})`;
-const ONE_RE = new RegExp(
-  `^a ${alt(CAPTION_SIZES)} ${alt(COLORS)} ${alt(SHAPES)} at the ${alt(POSITIONS)} on a ${alt(BACKGROUNDS)} background$`,
-);
-const TWO_RE = new RegExp(
-  `^a ${alt(COLORS)} ${alt(SHAPES)} ${alt(RELATIONS)} a ${alt(COLORS)} ${alt(SHAPES)} on a ${alt(BACKGROUNDS)} background$`,
-);
+const ONE_RE = new RegExp(`^a ${alt(CAPTION_SIZES)} ${alt(COLORS)} ${alt(SHAPES)} at the ${alt(POSITIONS)} on a ${alt(BACKGROUNDS)} background$`);
+const TWO_RE = new RegExp(`^a ${alt(COLORS)} ${alt(SHAPES)} ${alt(RELATIONS)} a ${alt(COLORS)} ${alt(SHAPES)} on a ${alt(BACKGROUNDS)} background$`);
 
 /** Canonical cells for a parsed two-object caption (the caption does not say where on the grid they are). */
 const CANONICAL_PAIR: Record<Relation, [Position, Position]> = {
@@ -178,22 +170,23 @@ const CANONICAL_PAIR: Record<Relation, [Position, Position]> = {
  */
 export function parseCaption(text: string): SceneSpec {
   const norm = normalizeCaption(text);
-  let m = ONE_RE.exec(norm);
+  const one = ONE_RE.exec(norm);
+  const two = one ? null : TWO_RE.exec(norm);
   let spec: SceneSpec;
-  if (m) {
+  if (one) {
     spec = {
-      background: m[5] as Background,
-      objects: [{ size: m[1] as CaptionSize, color: m[2] as ObjectColor, shape: m[3] as Shape, position: m[4] as Position }],
+      background: one[5] as Background,
+      objects: [{ size: one[1] as CaptionSize, color: one[2] as ObjectColor, shape: one[3] as Shape, position: one[4] as Position }],
     };
-  } else if ((m = TWO_RE.exec(norm))) {
-    const relation = m[3] as Relation;
+  } else if (two) {
+    const relation = two[3] as Relation;
     const [pa, pb] = CANONICAL_PAIR[relation];
     spec = {
-      background: m[6] as Background,
+      background: two[6] as Background,
       relation,
       objects: [
-        { color: m[1] as ObjectColor, shape: m[2] as Shape, size: "medium", position: pa },
-        { color: m[4] as ObjectColor, shape: m[5] as Shape, size: "medium", position: pb },
+        { color: two[1] as ObjectColor, shape: two[2] as Shape, size: "medium", position: pa },
+        { color: two[4] as ObjectColor, shape: two[5] as Shape, size: "medium", position: pb },
       ],
     };
   } else {
@@ -275,12 +268,19 @@ function sampleOne(rng: Rng): SceneSpec {
   };
 }
 
-const ORDERED_PAIRS: Array<[number, number]> = [[0, 1], [0, 2], [1, 2]];
+const ORDERED_PAIRS: Array<[number, number]> = [
+  [0, 1],
+  [0, 2],
+  [1, 2],
+];
 
 function sampleTwo(rng: Rng): SceneSpec {
   const relation = pick(rng, RELATIONS);
   const ca = pick(rng, COLORS);
-  const cb = pick(rng, COLORS.filter((c) => c !== ca));
+  const cb = pick(
+    rng,
+    COLORS.filter((c) => c !== ca),
+  );
   const background = pick(rng, backgroundsFor(ca, cb));
   const line = randInt(rng, 3);
   const [lo, hi] = pick(rng, ORDERED_PAIRS);

@@ -137,8 +137,10 @@ export function renderSceneInto(spec: SceneSpec, out: Uint8Array, offset: number
   const boxes = placed.map((p) => {
     const h = p.extent / 2;
     return [
-      Math.max(0, Math.floor(p.cx - h)), Math.max(0, Math.floor(p.cy - h)),
-      Math.min(size - 1, Math.floor(p.cx + h)), Math.min(size - 1, Math.floor(p.cy + h)),
+      Math.max(0, Math.floor(p.cx - h)),
+      Math.max(0, Math.floor(p.cy - h)),
+      Math.min(size - 1, Math.floor(p.cx + h)),
+      Math.min(size - 1, Math.floor(p.cy + h)),
     ] as const;
   });
   const insides = placed.map((p) => INSIDE[p.shape]);
@@ -158,7 +160,10 @@ export function renderSceneInto(spec: SceneSpec, out: Uint8Array, offset: number
         if (px >= b[0] && px <= b[2] && py >= b[1] && py <= b[3]) cand.push(k);
       }
       if (cand.length === 0) continue;
-      let r = 0, g = 0, bl = 0, covered = 0;
+      let r = 0,
+        g = 0,
+        bl = 0,
+        covered = 0;
       for (let sy = 0; sy < ss; sy++) {
         const yy = py + (sy + 0.5) / ss;
         for (let sx = 0; sx < ss; sx++) {

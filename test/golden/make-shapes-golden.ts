@@ -30,17 +30,40 @@ try {
   const dims = [1, 3, 32, 32];
   const start = randn(7, 3 * 32 * 32);
   writeSafetensors(join(dir, "start.safetensors"), { latents: { data: start, dims } });
-  execFileSync(python, [
-    join(root, "training", "sample_shapes.py"), "--model", model, "--prompt", GOLDEN_PROMPT,
-    "--steps", "20", "--guidance", "4", "--latents", join(dir, "start.safetensors"),
-    "--save-latents", join(dir, "final.safetensors"), "--out", join(dir, "grid.png"),
-  ], { stdio: "inherit" });
+  execFileSync(
+    python,
+    [
+      join(root, "training", "sample_shapes.py"),
+      "--model",
+      model,
+      "--prompt",
+      GOLDEN_PROMPT,
+      "--steps",
+      "20",
+      "--guidance",
+      "4",
+      "--latents",
+      join(dir, "start.safetensors"),
+      "--save-latents",
+      join(dir, "final.safetensors"),
+      "--out",
+      join(dir, "grid.png"),
+    ],
+    { stdio: "inherit" },
+  );
   const final = readSafetensors(join(dir, "final.safetensors")).get("latents")!;
   const out = args.out ?? join(root, "test", "golden", "shapes-diffusers.safetensors");
-  writeSafetensors(out, { start: { data: start, dims }, latents: final }, {
-    producer: "training/sample_shapes.py (diffusers UNet2DConditionModel, transformers CLIPTextModel, EulerDiscreteScheduler)",
-    prompt: GOLDEN_PROMPT, steps: "20", guidance: "4", start: "atedm randn(seed 7), unscaled",
-  });
+  writeSafetensors(
+    out,
+    { start: { data: start, dims }, latents: final },
+    {
+      producer: "training/sample_shapes.py (diffusers UNet2DConditionModel, transformers CLIPTextModel, EulerDiscreteScheduler)",
+      prompt: GOLDEN_PROMPT,
+      steps: "20",
+      guidance: "4",
+      start: "atedm randn(seed 7), unscaled",
+    },
+  );
   console.log(`wrote ${out}`);
 } finally {
   rmSync(dir, { recursive: true, force: true });

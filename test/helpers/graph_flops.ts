@@ -170,8 +170,26 @@ interface Tag {
 
 /** Ops a value flows through unchanged in meaning (for weight origins and attention-operand tags). */
 const TAG_THROUGH = new Set([
-  "Add", "Sub", "Mul", "Div", "Reshape", "Transpose", "Cast", "Identity", "Softmax", "Gather", "GatherElements",
-  "GatherND", "Slice", "Split", "Squeeze", "Unsqueeze", "Expand", "Concat", "Flatten", "Where",
+  "Add",
+  "Sub",
+  "Mul",
+  "Div",
+  "Reshape",
+  "Transpose",
+  "Cast",
+  "Identity",
+  "Softmax",
+  "Gather",
+  "GatherElements",
+  "GatherND",
+  "Slice",
+  "Split",
+  "Squeeze",
+  "Unsqueeze",
+  "Expand",
+  "Concat",
+  "Flatten",
+  "Where",
 ]);
 const WEIGHT_THROUGH = new Set(["Transpose", "Reshape", "Cast", "Identity", "Unsqueeze", "Squeeze", "Flatten"]);
 
@@ -186,7 +204,8 @@ export function graphFlops(g: GraphBuilder, inputs: GraphFlopsInputs = {}): Grap
     if (name.startsWith("w:")) weightOf.set(name, name.slice(2).replace(/:raw$/, ""));
   }
   // The builder keeps its declared inputs private; read them for their dtypes and symbolic shapes.
-  const declared = (g as unknown as { inputs?: Array<{ name: string; dtype: keyof typeof DataType; shape: ReadonlyArray<number | string> }> }).inputs ?? [];
+  const declared =
+    (g as unknown as { inputs?: Array<{ name: string; dtype: keyof typeof DataType; shape: ReadonlyArray<number | string> }> }).inputs ?? [];
   for (const d of declared) {
     const value = inputs.values?.[d.name];
     let shape = inputs.shapes?.[d.name]?.slice();
@@ -214,7 +233,7 @@ export function graphFlops(g: GraphBuilder, inputs: GraphFlopsInputs = {}): Grap
   const alias = new Map<string, string>();
   const seen = new Map<string, string[]>();
   for (const raw of g.nodes) {
-    const input = raw.input.map((n) => (n === "" ? "" : alias.get(n) ?? n));
+    const input = raw.input.map((n) => (n === "" ? "" : (alias.get(n) ?? n)));
     const key = input.length ? `${raw.domain}|${raw.op_type}|${input.join(",")}|${attributesKey(raw.attribute as Attr[])}` : null;
     const prev = key === null ? undefined : seen.get(key);
     if (prev && prev.length === raw.output.length) {
@@ -252,7 +271,10 @@ export function graphFlops(g: GraphBuilder, inputs: GraphFlopsInputs = {}): Grap
     const isMac = node.op_type === "Conv" || node.op_type === "MatMul" || node.op_type === "Gemm" || node.op_type === "MultiHeadAttention";
     if (!isMac) continue;
     const macs = macsOf(node.op_type, ins, outs[0]!, attrs, where);
-    const weight = node.input.slice(0, 2).map((n) => weightOf.get(n)).find((w) => w);
+    const weight = node.input
+      .slice(0, 2)
+      .map((n) => weightOf.get(n))
+      .find((w) => w);
     let module: string;
     let category: GraphFlopsCategory;
     if (weight && node.op_type !== "MultiHeadAttention") {
@@ -381,12 +403,12 @@ function infer(op: string, domain: string, ins: Array<Meta | null>, attrs: Map<s
     throw new Error(`graphFlops: ${where}: ${why}`);
   };
   const need = (i: number): Meta => ins[i] ?? fail(`input ${i} is required`);
-  const valueOf = (i: number, what: string): number[] => {
+  const knownValue = (i: number, what: string): number[] => {
     const m = need(i);
     if (!m.value) fail(`${what} (input ${i}, shape [${m.shape}]) must be a known small tensor to resolve shapes`);
     return m.value!;
   };
-  const optValue = (i: number): number[] | undefined => (ins[i] ? ins[i]!.value ?? fail(`input ${i} must be a known small tensor`) : undefined);
+  const optValue = (i: number): number[] | undefined => (ins[i] ? (ins[i]!.value ?? fail(`input ${i} must be a known small tensor`)) : undefined);
 
   if (domain === "com.microsoft") {
     if (op === "MultiHeadAttention") {
@@ -405,7 +427,10 @@ function infer(op: string, domain: string, ins: Array<Meta | null>, attrs: Map<s
   }
   if (Object.hasOwn(BINARY, op)) {
     const ms = [need(0), need(1)];
-    const shape = broadcastShapes(ms.map((m) => m.shape), `graphFlops: ${where}`);
+    const shape = broadcastShapes(
+      ms.map((m) => m.shape),
+      `graphFlops: ${where}`,
+    );
     const dtype = COMPARE.has(op) ? DataType.bool : ms[0]!.dtype;
     let value: number[] | undefined;
     if (ms.every((m) => m.value) && size(shape) <= SMALL) {
@@ -421,10 +446,10 @@ function infer(op: string, domain: string, ins: Array<Meta | null>, attrs: Map<s
   if (Object.hasOwn(REDUCE, op)) {
     const m = need(0);
     const r = m.shape.length;
-    const axesIn = ins[1] ? valueOf(1, "axes") : attrInts(attrs, "axes");
+    const axesIn = ins[1] ? knownValue(1, "axes") : attrInts(attrs, "axes");
     const keep = attrInt(attrs, "keepdims", 1);
     if ((!axesIn || axesIn.length === 0) && attrInt(attrs, "noop_with_empty_axes", 0)) return [{ ...m, shape: m.shape.slice() }];
-    const axes = new Set((axesIn && axesIn.length ? axesIn : m.shape.map((_, i) => i)).map((a) => normAxis(a, r, where)));
+    const axes = new Set((axesIn?.length ? axesIn : m.shape.map((_, i) => i)).map((a) => normAxis(a, r, where)));
     const shape: number[] = [];
     m.shape.forEach((d, i) => {
       if (!axes.has(i)) shape.push(d);
@@ -464,9 +489,9 @@ function infer(op: string, domain: string, ins: Array<Meta | null>, attrs: Map<s
     }
     case "Reshape": {
       const m = need(0);
-      const spec = valueOf(1, "shape");
+      const spec = knownValue(1, "shape");
       const allowzero = attrInt(attrs, "allowzero", 0);
-      const shape = spec.map((d, i) => (d === 0 && !allowzero ? m.shape[i] ?? fail(`shape [${spec}] copies missing dim ${i}`) : d));
+      const shape = spec.map((d, i) => (d === 0 && !allowzero ? (m.shape[i] ?? fail(`shape [${spec}] copies missing dim ${i}`)) : d));
       const known = shape.filter((d) => d !== -1);
       const minus = shape.length - known.length;
       if (minus > 1) fail(`shape [${spec}] has more than one -1`);
@@ -497,7 +522,7 @@ function infer(op: string, domain: string, ins: Array<Meta | null>, attrs: Map<s
     }
     case "Unsqueeze": {
       const m = need(0);
-      const axesRaw = valueOf(1, "axes");
+      const axesRaw = knownValue(1, "axes");
       const rank = m.shape.length + axesRaw.length;
       const axes = new Set(axesRaw.map((a) => normAxis(a, rank, where)));
       const shape: number[] = [];
@@ -507,7 +532,7 @@ function infer(op: string, domain: string, ins: Array<Meta | null>, attrs: Map<s
     }
     case "Squeeze": {
       const m = need(0);
-      const axesRaw = ins[1] ? valueOf(1, "axes") : undefined;
+      const axesRaw = ins[1] ? knownValue(1, "axes") : undefined;
       const axes = axesRaw ? new Set(axesRaw.map((a) => normAxis(a, m.shape.length, where))) : null;
       const shape = m.shape.filter((d, i) => (axes ? !axes.has(i) : d !== 1));
       if (axes) for (const a of axes) if (m.shape[a] !== 1) fail(`cannot squeeze axis ${a} of [${m.shape}]`);
@@ -549,7 +574,7 @@ function infer(op: string, domain: string, ins: Array<Meta | null>, attrs: Map<s
       const m = need(0);
       const axis = normAxis(attrInt(attrs, "axis", 0), m.shape.length, where);
       const d = m.shape[axis]!;
-      let parts = ins[1] ? valueOf(1, "split") : undefined;
+      let parts = ins[1] ? knownValue(1, "split") : undefined;
       if (!parts) {
         const chunk = Math.ceil(d / nOut);
         parts = Array.from({ length: nOut }, (_, i) => Math.max(0, Math.min(chunk, d - i * chunk)));
@@ -564,8 +589,8 @@ function infer(op: string, domain: string, ins: Array<Meta | null>, attrs: Map<s
     case "Slice": {
       const m = need(0);
       const r = m.shape.length;
-      const starts = valueOf(1, "starts");
-      const ends = valueOf(2, "ends");
+      const starts = knownValue(1, "starts");
+      const ends = knownValue(2, "ends");
       const axes = (optValue(3) ?? starts.map((_, i) => i)).map((a) => normAxis(a, r, where));
       const steps = optValue(4) ?? starts.map(() => 1);
       const shape = m.shape.slice();
@@ -644,7 +669,7 @@ function infer(op: string, domain: string, ins: Array<Meta | null>, attrs: Map<s
     }
     case "Expand": {
       const m = need(0);
-      const target = valueOf(1, "shape");
+      const target = knownValue(1, "shape");
       const shape = broadcastShapes([m.shape, target], `graphFlops: ${where}`);
       let value: number[] | undefined;
       if (m.value && size(shape) <= SMALL) {
@@ -660,29 +685,33 @@ function infer(op: string, domain: string, ins: Array<Meta | null>, attrs: Map<s
       if (c.value && a.value && b.value && size(shape) <= SMALL) {
         const st = stridesOf(shape);
         value = Array.from({ length: size(shape) }, (_, i) =>
-          broadcastGet(c, shape, st, i) ? broadcastGet(a, shape, st, i) : broadcastGet(b, shape, st, i));
+          broadcastGet(c, shape, st, i) ? broadcastGet(a, shape, st, i) : broadcastGet(b, shape, st, i),
+        );
       }
       return [{ shape, dtype: a.dtype, value }];
     }
     case "Range": {
-      const [start, limit, delta] = [valueOf(0, "start")[0]!, valueOf(1, "limit")[0]!, valueOf(2, "delta")[0]!];
+      const [start, limit, delta] = [knownValue(0, "start")[0]!, knownValue(1, "limit")[0]!, knownValue(2, "delta")[0]!];
       const n = Math.max(0, Math.ceil((limit - start) / delta));
       const dtype = need(0).dtype;
       return [{ shape: [n], dtype, value: n <= SMALL ? Array.from({ length: n }, (_, i) => castTo(start + i * delta, dtype)) : undefined }];
     }
     case "ConstantOfShape": {
-      const shape = valueOf(0, "shape");
+      const shape = knownValue(0, "shape");
       // GraphBuilder writes no tensor attributes: the default fill, float32 0.
       return [{ shape, dtype: DataType.float32, value: size(shape) <= SMALL ? new Array<number>(size(shape)).fill(0) : undefined }];
     }
     case "TopK": {
       const m = need(0);
-      const k = valueOf(1, "k")[0]!;
+      const k = knownValue(1, "k")[0]!;
       const axis = normAxis(attrInt(attrs, "axis", -1), m.shape.length, where);
       if (k > m.shape[axis]!) fail(`k = ${k} exceeds dim ${m.shape[axis]} of [${m.shape}]`);
       const shape = m.shape.slice();
       shape[axis] = k;
-      return [{ shape, dtype: m.dtype }, { shape: shape.slice(), dtype: DataType.int64 }];
+      return [
+        { shape, dtype: m.dtype },
+        { shape: shape.slice(), dtype: DataType.int64 },
+      ];
     }
     case "ArgMax":
     case "ArgMin": {
@@ -787,13 +816,15 @@ export function compareUNetFlops(
 ): UNetFlopsComparison {
   const analytic = unetFlops(cfg, options);
   const [h, w] = analytic.latent;
-  const pooled = cfg.addition_embed_type === "text_time"
-    ? cfg.projection_class_embeddings_input_dim! - 6 * cfg.addition_time_embed_dim!
-    : 0;
+  const pooled = cfg.addition_embed_type === "text_time" ? cfg.projection_class_embeddings_input_dim! - 6 * cfg.addition_time_embed_dim! : 0;
   const graph = graphFlops(g, {
     ...options.inputs,
     dims: {
-      batch: options.batch ?? 1, height: h, width: w, text_len: options.textLength ?? 77, pooled_dim: pooled,
+      batch: options.batch ?? 1,
+      height: h,
+      width: w,
+      text_len: options.textLength ?? 77,
+      pooled_dim: pooled,
       ...options.inputs?.dims,
     },
   });
