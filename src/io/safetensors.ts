@@ -5,13 +5,32 @@
  * `{ name: { dtype, shape, data_offsets: [begin, end] }, "__metadata__"?: {...} }`, then the data buffer;
  * offsets are relative to the start of the data buffer. Files are read by byte range (never whole), so
  * checkpoints over 4 GB work and only the tensors asked for are touched.
+ *
+ * The reader is as strict as the format's reference implementation (huggingface/safetensors): a header of at most
+ * 100,000,000 bytes of UTF-8 JSON starting with `{`, no duplicate keys, known dtypes only, integer shapes and
+ * offsets, byte lengths that match dtype and shape, and tensor data that tiles the data buffer exactly (from 0,
+ * no gaps, no overlap, no trailing bytes). Every violation is a one-line `AtedmError` naming the file and tensor.
  */
-import { closeSync, fstatSync, openSync, readSync, renameSync, writeSync, existsSync, readFileSync } from "node:fs";
-import { dirname, join } from "node:path";
+import {
+  closeSync,
+  constants as fsConstants,
+  fstatSync,
+  openSync,
+  readSync,
+  realpathSync,
+  renameSync,
+  statSync,
+  writeSync,
+  existsSync,
+  readFileSync,
+  type Stats,
+} from "node:fs";
+import { dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
 import { AtedmError } from "../errors.js";
 
 export type SafetensorsDtype = "F64" | "F32" | "F16" | "BF16" | "I64" | "I32" | "I16" | "I8" | "U8" | "BOOL";
 
+/** Bytes per element. Looked up only through `dtypeBytes` (own properties), so `constructor` or `__proto__` is no dtype. */
 const DTYPE_BYTES: Record<SafetensorsDtype, number> = {
   F64: 8,
   F32: 4,
@@ -24,6 +43,10 @@ const DTYPE_BYTES: Record<SafetensorsDtype, number> = {
   U8: 1,
   BOOL: 1,
 };
+
+function dtypeBytes(dtype: unknown): number | undefined {
+  return typeof dtype === "string" && Object.hasOwn(DTYPE_BYTES, dtype) ? DTYPE_BYTES[dtype as SafetensorsDtype] : undefined;
+}
 
 export interface TensorInfo {
   name: string;
@@ -56,96 +79,238 @@ export interface HostTensor {
   data: Float32Array | BigInt64Array | Int32Array | Uint8Array;
 }
 
-const MAX_HEADER = 100 * 1024 * 1024;
+/** The reference implementation's MAX_HEADER_SIZE. */
+const MAX_HEADER = 100_000_000;
+
+const UTF8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
+/** An error whose message is one line: control, line-separator and BOM characters are written as \uXXXX escapes. */
+function fail(message: string): AtedmError {
+  let out = "";
+  for (const ch of message) {
+    const c = ch.codePointAt(0)!;
+    out += c < 0x20 || (c >= 0x7f && c <= 0x9f) || c === 0x2028 || c === 0x2029 || c === 0xfeff ? `\\u${c.toString(16).padStart(4, "0")}` : ch;
+  }
+  return new AtedmError(out);
+}
+
+/** A name read from a file, quoted for a message (shortened when very long). */
+function q(name: string): string {
+  return `'${name.length > 120 ? `${name.slice(0, 120)}...` : name}'`;
+}
+
+/** A JSON value from a file, for a message (shortened when very long). */
+function show(v: unknown): string {
+  const s = typeof v === "number" && !Number.isFinite(v) ? String(v) : (JSON.stringify(v) ?? String(v));
+  return s.length > 80 ? `${s.slice(0, 80)}...` : s;
+}
+
+/** Why `v` is not a non-negative safe integer, or null when it is one. */
+function notUint(v: unknown): string | null {
+  if (typeof v !== "number") return `is ${show(v)}, not a number`;
+  if (!Number.isFinite(v)) return "is a number too large for a double (parsed as Infinity)";
+  if (!Number.isInteger(v)) return `is ${v}, not an integer`;
+  if (v < 0) return `is ${v}, negative`;
+  if (!Number.isSafeInteger(v)) return `is ${v}, beyond 2^53 - 1`;
+  return null;
+}
+
+/** What kind of file system object a non-regular file is, for a message. */
+function fileKind(st: Stats): string {
+  if (st.isDirectory()) return "a directory";
+  if (st.isFIFO()) return "a FIFO (named pipe)";
+  if (st.isSocket()) return "a socket";
+  if (st.isCharacterDevice() || st.isBlockDevice()) return "a device";
+  return "not a regular file";
+}
+
+/** Throw unless `path` is a regular file (a directory or FIFO is refused before anything opens or blocks on it). */
+function requireRegularFile(path: string): void {
+  let st: Stats;
+  try {
+    st = statSync(path);
+  } catch (e) {
+    throw fail(`${path}: cannot open (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  if (!st.isFile()) throw fail(`${path}: is ${fileKind(st)}, not a regular file`);
+}
+
+/**
+ * The first key that occurs twice in one object of a valid JSON text, and the top-level key it sits under (null for a
+ * top-level key). JSON.parse silently keeps the last of two equal keys; this scan sees them all. Every object has its
+ * own key set, so a nested key never clashes with a top-level one; keys compare after their escapes are decoded.
+ */
+function duplicateJsonKey(text: string): { key: string; under: string | null } | null {
+  const stack: Array<Set<string> | null> = []; // one entry per open container: its key set, or null for an array
+  let top: string | null = null;
+  let expectKey = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) {
+      let j = i + 1;
+      let escaped = false;
+      for (let d = text.charCodeAt(j); d !== 0x22; d = text.charCodeAt(j)) {
+        if (d === 0x5c) {
+          escaped = true;
+          j++;
+        }
+        j++;
+      }
+      if (expectKey) {
+        const key: string = escaped ? JSON.parse(text.slice(i, j + 1)) : text.slice(i + 1, j);
+        const keys = stack[stack.length - 1]!;
+        if (keys.has(key)) return { key, under: stack.length === 1 ? null : top };
+        keys.add(key);
+        if (stack.length === 1) top = key;
+        expectKey = false;
+      }
+      i = j;
+    } else if (c === 0x7b) {
+      stack.push(new Set());
+      expectKey = true;
+    } else if (c === 0x5b) {
+      stack.push(null);
+      expectKey = false;
+    } else if (c === 0x7d || c === 0x5d) {
+      stack.pop();
+      expectKey = false;
+    } else if (c === 0x2c) {
+      expectKey = stack[stack.length - 1] !== null;
+    }
+  }
+  return null;
+}
 
 /** An open safetensors file: header parsed and validated, data read on demand. */
 export class SafetensorsFile {
   readonly path: string;
-  readonly metadata: Record<string, string>;
+  readonly metadata: Record<string, string> = {};
   private readonly tensors = new Map<string, TensorInfo>();
   private fd: number | null;
 
   private constructor(path: string, fd: number) {
     this.path = path;
     this.fd = fd;
-    const size = fstatSync(fd).size;
-    if (size < 8) throw new AtedmError(`${path}: not a safetensors file (only ${size} bytes)`);
+    const st = fstatSync(fd);
+    if (!st.isFile()) throw fail(`${path}: is ${fileKind(st)}, not a regular file`);
+    const size = st.size;
+    if (size < 8) throw fail(`${path}: not a safetensors file (only ${size} bytes)`);
     const lenBuf = Buffer.alloc(8);
     readExactly(fd, lenBuf, 0, path);
-    const headerLen = Number(lenBuf.readBigUInt64LE(0));
-    if (headerLen <= 0 || headerLen > MAX_HEADER || 8 + headerLen > size) {
-      throw new AtedmError(`${path}: corrupt safetensors header length ${headerLen} (file has ${size} bytes)`);
+    const declared = lenBuf.readBigUInt64LE(0);
+    if (declared > BigInt(MAX_HEADER)) {
+      throw fail(`${path}: safetensors header length ${declared} exceeds the limit of ${MAX_HEADER} bytes`);
     }
+    const headerLen = Number(declared);
+    if (8 + headerLen > size) {
+      throw fail(`${path}: safetensors header length ${headerLen} runs past the end of the file (${size} bytes; truncated file?)`);
+    }
+    if (headerLen === 0) throw fail(`${path}: safetensors header length is 0 (an empty header)`);
     const headerBuf = Buffer.alloc(headerLen);
     readExactly(fd, headerBuf, 8, path);
-    let header: Record<string, unknown>;
+    let text: string;
     try {
-      header = JSON.parse(headerBuf.toString("utf8")) as Record<string, unknown>;
+      text = UTF8.decode(headerBuf);
+    } catch {
+      throw fail(`${path}: safetensors header is not valid UTF-8`);
+    }
+    if (!text.startsWith("{")) throw fail(`${path}: safetensors header does not start with '{' (it starts with ${show(text.slice(0, 8))})`);
+    let header: unknown;
+    try {
+      header = JSON.parse(text);
     } catch (e) {
-      throw new AtedmError(`${path}: safetensors header is not valid JSON (${(e as Error).message})`);
+      throw fail(`${path}: safetensors header is not valid JSON (${(e as Error).message})`);
     }
     if (header === null || typeof header !== "object" || Array.isArray(header)) {
-      throw new AtedmError(`${path}: safetensors header is not a JSON object`);
+      throw fail(`${path}: safetensors header is not a JSON object`);
+    }
+    const dup = duplicateJsonKey(text);
+    if (dup) {
+      throw fail(
+        dup.under === null
+          ? `${path}: safetensors header has the key ${q(dup.key)} twice`
+          : `${path}: safetensors header entry ${q(dup.under)} has the key ${q(dup.key)} twice`,
+      );
     }
     const dataStart = 8 + headerLen;
     const dataSize = size - dataStart;
-    this.metadata = {};
     const spans: Array<[number, number, string]> = [];
     for (const [name, raw] of Object.entries(header)) {
       if (name === "__metadata__") {
-        Object.assign(this.metadata, raw as Record<string, string>);
+        if (raw === null || typeof raw !== "object" || Array.isArray(raw)) {
+          throw fail(`${path}: __metadata__ is ${show(raw)}, not a JSON object of strings`);
+        }
+        for (const [k, v] of Object.entries(raw)) {
+          if (typeof v !== "string") throw fail(`${path}: __metadata__ key ${q(k)} has the non-string value ${show(v)}`);
+        }
+        // fromEntries defines own properties: a "__proto__" key stays a key and never sets the prototype.
+        this.metadata = Object.fromEntries(Object.entries(raw as Record<string, string>));
         continue;
       }
+      const t = `${path}: tensor ${q(name)}`;
+      if (raw === null || typeof raw !== "object" || Array.isArray(raw)) {
+        throw fail(`${t} is described by ${show(raw)}, not an object {dtype, shape, data_offsets}`);
+      }
       const entry = raw as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
-      const dtype = entry?.dtype as SafetensorsDtype;
-      if (!(typeof dtype === "string" && dtype in DTYPE_BYTES)) {
-        throw new AtedmError(`${path}: tensor '${name}' has unsupported dtype ${JSON.stringify(entry?.dtype)}`);
-      }
+      const elementBytes = dtypeBytes(entry.dtype);
+      if (elementBytes === undefined) throw fail(`${t} has unsupported dtype ${show(entry.dtype)}`);
+      const dtype = entry.dtype as SafetensorsDtype;
       const shape = entry.shape;
-      if (!Array.isArray(shape) || !shape.every((d) => Number.isInteger(d) && d >= 0)) {
-        throw new AtedmError(`${path}: tensor '${name}' has an invalid shape ${JSON.stringify(shape)}`);
-      }
+      if (!Array.isArray(shape)) throw fail(`${t} has an invalid shape ${show(shape)} (not an array)`);
+      shape.forEach((d, i) => {
+        const why = notUint(d);
+        if (why) throw fail(`${t} shape[${i}] ${why}`);
+      });
       const offs = entry.data_offsets;
-      if (!Array.isArray(offs) || offs.length !== 2 || !offs.every((o) => Number.isInteger(o) && o >= 0)) {
-        throw new AtedmError(`${path}: tensor '${name}' has invalid data_offsets ${JSON.stringify(offs)}`);
-      }
+      if (!Array.isArray(offs) || offs.length !== 2) throw fail(`${t} has invalid data_offsets ${show(offs)} (not a pair [begin, end])`);
+      offs.forEach((o, i) => {
+        const why = notUint(o);
+        if (why) throw fail(`${t} data_offsets[${i}] ${why}`);
+      });
       const [begin, end] = offs as [number, number];
-      const expected = (shape as number[]).reduce((a, b) => a * b, 1) * DTYPE_BYTES[dtype];
-      if (end < begin || end - begin !== expected) {
-        throw new AtedmError(
-          `${path}: tensor '${name}' data_offsets [${begin}, ${end}] hold ${end - begin} bytes but shape ` +
-            `${JSON.stringify(shape)} ${dtype} needs ${expected}`,
-        );
+      const elements = (shape as number[]).includes(0) ? 0 : (shape as number[]).reduce((a, b) => a * b, 1);
+      const expected = elements * elementBytes;
+      if (!Number.isSafeInteger(expected)) throw fail(`${t} shape ${show(shape)} ${dtype} needs more than 2^53 - 1 bytes`);
+      if (end < begin) throw fail(`${t} data_offsets [${begin}, ${end}] end before they begin`);
+      if (end - begin !== expected) {
+        throw fail(`${t} data_offsets [${begin}, ${end}] hold ${end - begin} bytes but shape ${show(shape)} ${dtype} needs ${expected}`);
       }
       if (end > dataSize) {
-        throw new AtedmError(
-          `${path}: tensor '${name}' ends at byte ${end} of the data section, but the file has only ` + `${dataSize} data bytes (truncated file?)`,
-        );
+        throw fail(`${t} ends at byte ${end} of the data section, but the file has only ${dataSize} data bytes (truncated file?)`);
       }
       spans.push([begin, end, name]);
-      this.tensors.set(name, {
-        name,
-        dtype,
-        shape: shape as number[],
-        file: path,
-        offset: dataStart + begin,
-        byteLength: end - begin,
-      });
+      this.tensors.set(name, { name, dtype, shape: shape as number[], file: path, offset: dataStart + begin, byteLength: end - begin });
     }
-    spans.sort((a, b) => a[0] - b[0]);
-    for (let i = 1; i < spans.length; i++) {
-      if (spans[i]![0] < spans[i - 1]![1]) {
-        throw new AtedmError(`${path}: tensors '${spans[i - 1]![2]}' and '${spans[i]![2]}' overlap`);
+    // The tensors must tile the data section exactly, as in the reference: sorted by offsets, the first begins at 0,
+    // each begins where the one before ends, and the last ends at the end of the file.
+    spans.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+    let covered = 0;
+    let prev: string | null = null;
+    for (const [begin, end, name] of spans) {
+      if (begin < covered) throw fail(`${path}: tensors ${q(prev!)} and ${q(name)} overlap (bytes ${begin} to ${covered} of the data section)`);
+      if (begin > covered) {
+        throw fail(
+          prev === null
+            ? `${path}: the data section begins with ${begin} bytes that belong to no tensor (the first tensor, ${q(name)}, begins at ${begin})`
+            : `${path}: gap of ${begin - covered} bytes between tensors ${q(prev)} (ends at ${covered}) and ${q(name)} (begins at ${begin})`,
+        );
       }
+      covered = end;
+      prev = name;
+    }
+    if (covered !== dataSize) {
+      throw fail(`${path}: ${dataSize - covered} trailing bytes after the tensor data (the tensors cover ${covered} of ${dataSize} data bytes)`);
     }
   }
 
   static open(path: string): SafetensorsFile {
+    requireRegularFile(path);
     let fd: number;
     try {
-      fd = openSync(path, "r");
+      // O_NONBLOCK: should a FIFO replace the file after the check above, opening it still does not block.
+      fd = openSync(path, fsConstants.O_RDONLY | (fsConstants.O_NONBLOCK ?? 0));
     } catch (e) {
-      throw new AtedmError(`${path}: cannot open (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+      throw fail(`${path}: cannot open (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
     }
     try {
       return new SafetensorsFile(path, fd);
@@ -165,7 +330,7 @@ export class SafetensorsFile {
 
   info(name: string): TensorInfo {
     const t = this.tensors.get(name);
-    if (!t) throw new AtedmError(`${this.path}: missing tensor '${name}'`);
+    if (!t) throw fail(`${this.path}: missing tensor ${q(name)}`);
     return t;
   }
 
@@ -264,39 +429,54 @@ export class WeightStore implements TensorSource {
   private readonly byName = new Map<string, SafetensorsFile>();
   readonly source: string;
 
-  private constructor(source: string, files: SafetensorsFile[], weightMap?: Record<string, string>) {
+  private constructor(source: string, files: SafetensorsFile[], byName?: Map<string, SafetensorsFile>) {
     this.source = source;
     this.files = files;
-    if (weightMap) {
-      const byPath = new Map(files.map((f) => [f.path, f]));
-      const dir = dirname(source);
-      for (const [name, shard] of Object.entries(weightMap)) {
-        const f = byPath.get(join(dir, shard))!;
-        if (!f.has(name)) throw new AtedmError(`${source}: weight_map says '${name}' is in ${shard}, but it is not`);
-        this.byName.set(name, f);
-      }
-    } else {
-      for (const f of files) for (const k of f.keys()) this.byName.set(k, f);
-    }
+    if (byName) this.byName = byName;
+    else for (const f of files) for (const k of f.keys()) this.byName.set(k, f);
   }
 
   /** Open `path`: a `.safetensors` file or a `.safetensors.index.json` shard index. */
   static open(path: string): WeightStore {
-    if (path.endsWith(".index.json")) {
-      let index: { weight_map?: Record<string, string> };
-      try {
-        index = JSON.parse(readFileSync(path, "utf8"));
-      } catch (e) {
-        throw new AtedmError(`${path}: cannot read shard index (${(e as Error).message})`);
-      }
-      if (!index.weight_map || typeof index.weight_map !== "object") {
-        throw new AtedmError(`${path}: shard index has no weight_map`);
-      }
-      const shards = [...new Set(Object.values(index.weight_map))];
-      const files = shards.map((s) => SafetensorsFile.open(join(dirname(path), s)));
-      return new WeightStore(path, files, index.weight_map);
+    if (!path.endsWith(".index.json")) return new WeightStore(path, [SafetensorsFile.open(path)]);
+    requireRegularFile(path);
+    let index: unknown;
+    try {
+      index = JSON.parse(readFileSync(path, "utf8"));
+    } catch (e) {
+      throw fail(`${path}: cannot read shard index (${(e as Error).message})`);
     }
-    return new WeightStore(path, [SafetensorsFile.open(path)]);
+    const weightMap = (index as { weight_map?: unknown } | null)?.weight_map;
+    if (weightMap === null || typeof weightMap !== "object" || Array.isArray(weightMap)) {
+      throw fail(`${path}: shard index has no weight_map`);
+    }
+    const shardOf = new Map<string, string>(); // tensor name -> shard path
+    const checked = new Map<unknown, string>(); // shard file name -> shard path, each checked once
+    for (const [name, shard] of Object.entries(weightMap)) {
+      let p = checked.get(shard);
+      if (p === undefined) {
+        p = shardPath(path, name, shard);
+        checked.set(shard, p);
+      }
+      shardOf.set(name, p);
+    }
+    const files = new Map<string, SafetensorsFile>();
+    try {
+      const byName = new Map<string, SafetensorsFile>();
+      for (const [name, p] of shardOf) {
+        let f = files.get(p);
+        if (!f) {
+          f = SafetensorsFile.open(p);
+          files.set(p, f);
+        }
+        if (!f.has(name)) throw fail(`${path}: weight_map says ${q(name)} is in ${(weightMap as Record<string, string>)[name]}, but it is not`);
+        byName.set(name, f);
+      }
+      return new WeightStore(path, [...files.values()], byName);
+    } catch (e) {
+      for (const f of files.values()) f.close();
+      throw e;
+    }
   }
 
   keys(): string[] {
@@ -309,7 +489,7 @@ export class WeightStore implements TensorSource {
 
   info(name: string): TensorInfo {
     const f = this.byName.get(name);
-    if (!f) throw new AtedmError(`${this.source}: missing tensor '${name}'`);
+    if (!f) throw fail(`${this.source}: missing tensor ${q(name)}`);
     return f.info(name);
   }
 
@@ -330,6 +510,30 @@ export class WeightStore implements TensorSource {
   close(): void {
     for (const f of this.files) f.close();
   }
+}
+
+/**
+ * The path of the shard that a shard index's weight_map names for tensor `name`: a relative path that stays inside the
+ * index's folder, also after symlinks are resolved (a checkpoint cannot point the reader at files elsewhere).
+ */
+function shardPath(index: string, name: string, shard: unknown): string {
+  const entry = `${index}: weight_map entry ${q(name)}`;
+  if (typeof shard !== "string" || shard === "") throw fail(`${entry} is ${show(shard)}, not a shard file name`);
+  if (isAbsolute(shard)) throw fail(`${entry} names the absolute path ${q(shard)}; shards must lie in the index's folder`);
+  const dir = dirname(index);
+  const leaves = (rel: string) => rel === ".." || rel.startsWith(`..${sep}`) || isAbsolute(rel);
+  if (leaves(relative(resolve(dir), resolve(dir, shard)))) throw fail(`${entry} names ${q(shard)}, which leaves the index's folder`);
+  const p = join(dir, shard);
+  let real: string;
+  try {
+    real = realpathSync(p);
+  } catch (e) {
+    throw fail(`${p}: cannot open (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}), named by weight_map entry ${q(name)} of ${index}`);
+  }
+  if (leaves(relative(realpathSync(dir), real))) {
+    throw fail(`${entry} names ${q(shard)}, a symlink that resolves to ${real}, outside the index's folder`);
+  }
+  return p;
 }
 
 /** Find the weights file of a diffusers component folder (prefers plain safetensors, then a shard index). */
