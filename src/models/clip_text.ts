@@ -12,6 +12,7 @@
  */
 import { AtedmError } from "../errors.js";
 import { GraphBuilder, type Value } from "../graph/builder.js";
+import { dflt, int, LIMITS, num, obj, orNull, parseConfig, show, v as valibot } from "../io/config_schema.js";
 import { componentConfig, componentWeights } from "../io/diffusers.js";
 import { i64, type Runtime, type Session } from "../runtime/session.js";
 import { activation, attention, layerNorm, linear } from "./layers.js";
@@ -33,45 +34,49 @@ export interface CLIPTextConfig {
 
 const ACTIVATIONS = new Set(["quick_gelu", "gelu"]);
 
+/**
+ * The keys of config.json whose type and range are validated first (limits: src/io/config_schema.ts). Defaults are
+ * transformers' CLIPTextConfig defaults (CLIP ViT-B/32 text tower); other keys are checked below or ignored.
+ */
+const CLIP_TEXT_SCHEMA = obj({
+  hidden_size: dflt(int(LIMITS.hiddenSize), 512),
+  intermediate_size: dflt(int(LIMITS.intermediateSize), 2048),
+  num_attention_heads: dflt(int(LIMITS.heads), 8),
+  num_hidden_layers: dflt(int(LIMITS.hiddenLayers), 12),
+  max_position_embeddings: dflt(int(LIMITS.positions), 77),
+  hidden_act: dflt(valibot.string("a string"), "quick_gelu"),
+  layer_norm_eps: dflt(num(LIMITS.normEps, { low: true }), 1e-5),
+  eos_token_id: dflt(int([0, LIMITS.vocabSize[1] - 1]), 2),
+  projection_dim: orNull(int(LIMITS.embedDim)),
+  vocab_size: dflt(int(LIMITS.vocabSize), 49408),
+  model_type: dflt(valibot.string("a string"), "clip_text_model"),
+});
+
 /** Normalise a transformers CLIPTextConfig config.json, rejecting what this implementation does not cover. */
 export function resolveCLIPTextConfig(raw: Record<string, unknown>, source = "text_encoder/config.json"): CLIPTextConfig {
+  const c = parseConfig(CLIP_TEXT_SCHEMA, raw, source);
   const bad = (key: string, why: string): never => {
-    throw new AtedmError(`${source}: ${key} = ${JSON.stringify(raw[key])} is not supported (${why})`);
+    throw new AtedmError(`${source}: ${key} = ${show(raw[key])} is not supported (${why})`);
   };
-  const get = <T>(key: string, dflt: T): T => (raw[key] === undefined || raw[key] === null ? dflt : (raw[key] as T));
-  const posInt = (key: string, dflt: number): number => {
-    const v = get<unknown>(key, dflt);
-    if (typeof v !== "number" || !Number.isInteger(v) || v < 1) bad(key, "expected a positive integer");
-    return v as number;
-  };
-  // transformers' CLIPTextConfig defaults (CLIP ViT-B/32 text tower).
-  const hidden = posInt("hidden_size", 512);
-  const heads = posInt("num_attention_heads", 8);
+  const hidden = c.hidden_size;
+  const heads = c.num_attention_heads;
   if (hidden % heads !== 0) bad("num_attention_heads", `hidden_size ${hidden} is not divisible by it`);
-  const act = get<unknown>("hidden_act", "quick_gelu");
-  if (typeof act !== "string" || !ACTIVATIONS.has(act)) bad("hidden_act", "only quick_gelu and gelu (exact erf)");
-  const eps = get<unknown>("layer_norm_eps", 1e-5);
-  if (typeof eps !== "number" || !(eps > 0)) bad("layer_norm_eps", "expected a positive number");
-  const eos = get<unknown>("eos_token_id", 2);
-  if (typeof eos !== "number" || !Number.isInteger(eos) || eos < 0) bad("eos_token_id", "expected a non-negative integer");
-  const proj = get<unknown>("projection_dim", undefined);
-  if (proj !== undefined && (typeof proj !== "number" || !Number.isInteger(proj) || proj < 1)) {
-    bad("projection_dim", "expected a positive integer");
-  }
-  const vocab = posInt("vocab_size", 49408);
-  if ((eos as number) >= vocab) bad("eos_token_id", `must be below vocab_size ${vocab}`);
-  const modelType = get<unknown>("model_type", "clip_text_model");
-  if (modelType !== "clip_text_model") bad("model_type", "only clip_text_model");
+  const act = c.hidden_act;
+  if (!ACTIVATIONS.has(act)) bad("hidden_act", "only quick_gelu and gelu (exact erf)");
+  const eos = c.eos_token_id;
+  const vocab = c.vocab_size;
+  if (eos >= vocab) bad("eos_token_id", `must be below vocab_size ${vocab}`);
+  if (c.model_type !== "clip_text_model") bad("model_type", "only clip_text_model");
   return {
     hidden_size: hidden,
-    intermediate_size: posInt("intermediate_size", 2048),
+    intermediate_size: c.intermediate_size,
     num_attention_heads: heads,
-    num_hidden_layers: posInt("num_hidden_layers", 12),
-    max_position_embeddings: posInt("max_position_embeddings", 77),
+    num_hidden_layers: c.num_hidden_layers,
+    max_position_embeddings: c.max_position_embeddings,
     hidden_act: act as "quick_gelu" | "gelu",
-    layer_norm_eps: eps as number,
-    eos_token_id: eos as number,
-    projection_dim: proj as number | undefined,
+    layer_norm_eps: c.layer_norm_eps,
+    eos_token_id: eos,
+    projection_dim: c.projection_dim ?? undefined,
     vocab_size: vocab,
   };
 }
@@ -240,4 +245,42 @@ export class CLIPTextEncoder {
   async release(): Promise<void> {
     await this.session.release();
   }
+}
+
+/**
+ * The tensors `buildCLIPTextGraph` reads for `cfg`, name -> shape: embeddings, every encoder layer, the final
+ * LayerNorm and, with the projection, `text_projection.weight` [P, H] (P = `projectionDim`, default the config's
+ * projection_dim; the caller passes the checkpoint's when the config has none, as the graph builder does).
+ */
+export function clipTextStateDictShapes(
+  cfg: CLIPTextConfig,
+  options: { withProjection: boolean; projectionDim?: number } = { withProjection: false },
+): Map<string, number[]> {
+  const out = new Map<string, number[]>();
+  const H = cfg.hidden_size;
+  const I = cfg.intermediate_size;
+  const linear = (p: string, o: number, i: number) => {
+    out.set(`${p}.weight`, [o, i]);
+    out.set(`${p}.bias`, [o]);
+  };
+  const norm = (p: string) => {
+    out.set(`${p}.weight`, [H]);
+    out.set(`${p}.bias`, [H]);
+  };
+  out.set("text_model.embeddings.token_embedding.weight", [cfg.vocab_size, H]);
+  out.set("text_model.embeddings.position_embedding.weight", [cfg.max_position_embeddings, H]);
+  for (let i = 0; i < cfg.num_hidden_layers; i++) {
+    const L = `text_model.encoder.layers.${i}`;
+    norm(`${L}.layer_norm1`);
+    for (const p of ["q_proj", "k_proj", "v_proj", "out_proj"]) linear(`${L}.self_attn.${p}`, H, H);
+    norm(`${L}.layer_norm2`);
+    linear(`${L}.mlp.fc1`, I, H);
+    linear(`${L}.mlp.fc2`, H, I);
+  }
+  norm("text_model.final_layer_norm");
+  if (options.withProjection) {
+    const P = options.projectionDim ?? cfg.projection_dim;
+    if (P !== undefined) out.set("text_projection.weight", [P, H]);
+  }
+  return out;
 }

@@ -19,9 +19,24 @@
  * `encode` is what the diffusers pipelines do: `tokenizer(prompt, padding="max_length", max_length=77,
  * truncation=True)` = `[bos] + ids[:max-2] + [eos]`, right-padded with the pad token.
  */
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { AtedmError } from "../errors.js";
+import {
+  checkValue,
+  int,
+  invalid,
+  isObject,
+  issueError,
+  kindOf,
+  LIMITS,
+  obj,
+  parseConfig,
+  readJsonFile,
+  readJsonObject,
+  readTextFile,
+  v,
+} from "../io/config_schema.js";
 
 /** A special/added token with the flags of transformers' `AddedToken`. */
 export interface AddedTokenSpec {
@@ -166,48 +181,38 @@ export class CLIPTokenizer {
     return new CLIPTokenizer(vocab, merges, options, "CLIPTokenizer.fromVocab");
   }
 
-  /** Load a diffusers/transformers tokenizer folder. */
+  /**
+   * Load a diffusers/transformers tokenizer folder. The files are validated as they are read (limits:
+   * src/io/config_schema.ts): vocab.json a non-empty object of token -> id (an integer 0..999999), merges.txt lines
+   * of two symbols, tokenizer_config.json and special_tokens_map.json (both optional) objects whose token entries
+   * are strings or AddedToken objects. Every failure is one line naming the file and the key (or line).
+   */
   static fromPretrained(dir: string): CLIPTokenizer {
     const vocabPath = join(dir, "vocab.json");
     const mergesPath = join(dir, "merges.txt");
-    const vocab = readJson(vocabPath, true);
-    if (vocab === null || typeof vocab !== "object" || Array.isArray(vocab)) {
-      throw new AtedmError(`${vocabPath}: expected a JSON object mapping tokens to ids`);
-    }
-    if (!existsSync(mergesPath)) throw new AtedmError(`${mergesPath}: file not found (CLIP tokenizer merges)`);
-    let mergesText: string;
-    try {
-      mergesText = readFileSync(mergesPath, "utf8");
-    } catch (e) {
-      throw new AtedmError(`${mergesPath}: cannot read (${(e as Error).message})`);
-    }
+    const vocab = readVocab(vocabPath);
+    const merges = readMerges(mergesPath);
     const configPath = join(dir, "tokenizer_config.json");
     const mapPath = join(dir, "special_tokens_map.json");
-    const config = (readJson(configPath, false) ?? {}) as Record<string, unknown>;
-    const specialMap = (readJson(mapPath, false) ?? {}) as Record<string, unknown>;
+    const config = readTokenizerConfig(configPath);
+    const specialMap = readTokenizerConfig(mapPath);
     // special_tokens_map.json wins over tokenizer_config.json, as in transformers.
-    const pick = (key: string): TokenLike | undefined => {
-      const v = specialMap[key] ?? config[key];
-      return v === undefined || v === null ? undefined : parseTokenLike(v, key, configPath);
+    const from = <K extends keyof TokenizerConfigFile>(key: K): [TokenizerConfigFile[K], string] =>
+      specialMap[key] !== null ? [specialMap[key], mapPath] : [config[key], configPath];
+    const pick = (key: "bos_token" | "eos_token" | "pad_token" | "unk_token"): TokenLike | undefined => {
+      const [value, file] = from(key);
+      return value === null ? undefined : parseTokenLike(value, key, file);
     };
-    const additionalRaw = specialMap["additional_special_tokens"] ?? config["additional_special_tokens"];
-    const additional = Array.isArray(additionalRaw) ? additionalRaw.map((v) => parseTokenLike(v, "additional_special_tokens", configPath)) : [];
+    const [additionalRaw, additionalFile] = from("additional_special_tokens");
+    const additional = (additionalRaw ?? []).map((t, i) => parseTokenLike(t, `additional_special_tokens[${i}]`, additionalFile));
     const addedTokens: Array<{ id: number; token: AddedTokenSpec }> = [];
-    const decoderCfg = config["added_tokens_decoder"];
-    if (decoderCfg && typeof decoderCfg === "object") {
-      for (const [idStr, v] of Object.entries(decoderCfg as Record<string, unknown>)) {
-        const spec = parseTokenLike(v, `added_tokens_decoder.${idStr}`, configPath);
-        const id = Number(idStr);
-        if (!Number.isInteger(id) || typeof spec === "string") {
-          throw new AtedmError(`${configPath}: bad added_tokens_decoder entry ${JSON.stringify(idStr)}`);
-        }
-        addedTokens.push({ id, token: spec });
-      }
+    for (const [idStr, t] of Object.entries(config.added_tokens_decoder ?? {})) {
+      addedTokens.push({ id: Number(idStr), token: parseTokenLike(t, `added_tokens_decoder.${idStr}`, configPath) as AddedTokenSpec });
     }
-    const maxLen = config["model_max_length"];
+    const maxLen = config.model_max_length;
     return new CLIPTokenizer(
-      vocab as Record<string, number>,
-      mergesText.split("\n"),
+      vocab,
+      merges,
       {
         bosToken: pick("bos_token"),
         eosToken: pick("eos_token"),
@@ -215,10 +220,9 @@ export class CLIPTokenizer {
         unkToken: pick("unk_token"),
         additionalSpecialTokens: additional,
         addedTokens,
-        // Configs without it (transformers would use 1e30) get CLIP's 77.
-        modelMaxLength: typeof maxLen === "number" && maxLen <= 1e9 ? maxLen : undefined,
-        cleanUpTokenizationSpaces:
-          typeof config["clean_up_tokenization_spaces"] === "boolean" ? (config["clean_up_tokenization_spaces"] as boolean) : undefined,
+        // Configs without it, or with transformers' "no limit" sentinel (1e30), get CLIP's 77.
+        modelMaxLength: maxLen !== null && maxLen <= 1e9 ? maxLen : undefined,
+        cleanUpTokenizationSpaces: config.clean_up_tokenization_spaces ?? undefined,
       },
       vocabPath,
     );
@@ -375,29 +379,91 @@ function isWordBoundary(text: string, start: number, end: number): boolean {
   return !(before && WORD_CHAR.test(before)) && !(after && WORD_CHAR.test(after));
 }
 
-function readJson(path: string, required: boolean): unknown {
-  if (!existsSync(path)) {
-    if (required) throw new AtedmError(`${path}: file not found (CLIP tokenizer vocabulary)`);
-    return null;
+const TOKEN_ID_TEXT = `a token id, an integer in ${LIMITS.tokenId[0]}..${LIMITS.tokenId[1]}`;
+const VOCAB_TEXT = `a JSON object mapping ${LIMITS.vocabSize[0]}..${LIMITS.vocabSize[1]} tokens to ids`;
+
+/** vocab.json: a non-empty JSON object of token -> id, every id an integer 0..999999, at most 1,000,000 tokens. */
+const VOCAB = v.pipe(
+  v.record(v.string(), int(LIMITS.tokenId, "a token id, an integer"), VOCAB_TEXT),
+  v.minEntries(1, VOCAB_TEXT),
+  v.maxEntries(LIMITS.vocabSize[1], VOCAB_TEXT),
+);
+
+/** A token entry: a string or an AddedToken object (its flags are read when they are booleans, as transformers does). */
+const TOKEN = v.union([v.string(), v.looseObject({ content: v.string() })], "a string or an AddedToken object with a string content");
+const TOKEN_OR_NULL = v.nullish(TOKEN, null);
+
+/** The keys of tokenizer_config.json / special_tokens_map.json that atedm reads; others are ignored. */
+const TOKENIZER_CONFIG = obj({
+  bos_token: TOKEN_OR_NULL,
+  eos_token: TOKEN_OR_NULL,
+  pad_token: TOKEN_OR_NULL,
+  unk_token: TOKEN_OR_NULL,
+  additional_special_tokens: v.nullish(v.array(TOKEN, "a list of tokens"), null),
+  added_tokens_decoder: v.nullish(
+    v.record(
+      v.pipe(
+        v.string(),
+        v.regex(/^\d+$/, TOKEN_ID_TEXT),
+        v.check((k) => Number(k) <= LIMITS.tokenId[1], TOKEN_ID_TEXT),
+      ),
+      v.looseObject({ content: v.string("an AddedToken object with a string content") }, "an AddedToken object with a string content"),
+      "an object of token id -> AddedToken",
+    ),
+    null,
+  ),
+  // > 1e9: transformers' "no limit" sentinel (int(1e30)), read as CLIP's 77.
+  model_max_length: v.nullish(
+    v.union(
+      [int(LIMITS.modelMaxLength), v.pipe(v.number(), v.gtValue(1e9))],
+      `an integer in ${LIMITS.modelMaxLength[0]}..${LIMITS.modelMaxLength[1]} (above 1e9: no limit)`,
+    ),
+    null,
+  ),
+  clean_up_tokenization_spaces: v.nullish(v.boolean("true, false or null"), null),
+});
+type TokenizerConfigFile = v.InferOutput<typeof TOKENIZER_CONFIG>;
+
+function readVocab(path: string): Record<string, number> {
+  const vocab = readJsonFile(path, "CLIP tokenizer vocabulary");
+  if (!isObject(vocab)) throw new AtedmError(`${path}: expected a JSON object mapping tokens to ids, found ${kindOf(vocab)}`);
+  if (Object.keys(vocab).length === 0) throw new AtedmError(`${path}: the vocabulary is empty (expected ${VOCAB_TEXT})`);
+  const r = v.safeParse(VOCAB, vocab, { abortEarly: true });
+  if (!r.success) {
+    const issue = r.issues[0];
+    const token = issue.path?.[0]?.key;
+    throw typeof token === "string" ? invalid(path, JSON.stringify(token), issue.input, issue.message) : issueError(issue, path);
   }
-  let text: string;
-  try {
-    text = readFileSync(path, "utf8");
-  } catch (e) {
-    throw new AtedmError(`${path}: cannot read (${(e as Error).message})`);
+  // valibot's record skips the keys __proto__, constructor and prototype; check those tokens' ids here.
+  for (const key of ["__proto__", "constructor", "prototype"]) {
+    if (Object.hasOwn(vocab, key)) checkValue(int(LIMITS.tokenId, "a token id, an integer"), vocab[key], path, key);
   }
-  try {
-    return JSON.parse(text) as unknown;
-  } catch (e) {
-    throw new AtedmError(`${path}: not valid JSON (${(e as Error).message.split("\n")[0]})`);
+  return vocab as Record<string, number>;
+}
+
+/** merges.txt: every line but blank and `#version` lines is two symbols separated by whitespace. */
+function readMerges(path: string): string[] {
+  const lines = readTextFile(path, "CLIP tokenizer merges").split("\n");
+  let merges = 0;
+  for (let i = 0; i < lines.length; i++) {
+    const trimmed = lines[i]!.trim();
+    if (trimmed === "" || trimmed.startsWith("#version")) continue;
+    if (trimmed.split(/\s+/).length !== 2) throw invalid(path, `line ${i + 1}`, lines[i], "two symbols separated by a space");
+    if (++merges > LIMITS.merges) throw new AtedmError(`${path}: more than ${LIMITS.merges} merges`);
   }
+  return lines;
+}
+
+/** tokenizer_config.json / special_tokens_map.json, both optional (every key null when the file is absent). */
+function readTokenizerConfig(path: string): TokenizerConfigFile {
+  return parseConfig(TOKENIZER_CONFIG, existsSync(path) ? readJsonObject(path) : {}, path);
 }
 
 /** A token entry as it appears in the JSON files: a string or `{"__type": "AddedToken", "content": ...}`. */
-function parseTokenLike(v: unknown, key: string, file: string): TokenLike {
-  if (typeof v === "string") return v;
-  if (v && typeof v === "object" && typeof (v as { content?: unknown }).content === "string") {
-    const o = v as Record<string, unknown>;
+function parseTokenLike(value: unknown, key: string, file: string): TokenLike {
+  if (typeof value === "string") return value;
+  if (value && typeof value === "object" && typeof (value as { content?: unknown }).content === "string") {
+    const o = value as Record<string, unknown>;
     const spec: AddedTokenSpec = { content: o["content"] as string };
     if (typeof o["normalized"] === "boolean") spec.normalized = o["normalized"];
     if (typeof o["lstrip"] === "boolean") spec.lstrip = o["lstrip"];
@@ -406,5 +472,5 @@ function parseTokenLike(v: unknown, key: string, file: string): TokenLike {
     if (typeof o["special"] === "boolean") spec.special = o["special"];
     return spec;
   }
-  throw new AtedmError(`${file}: '${key}' is neither a string nor an AddedToken object`);
+  throw invalid(file, key, value, "a string or an AddedToken object with a string content");
 }

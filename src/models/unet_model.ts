@@ -11,7 +11,8 @@ import type { PruningMethod, StepInfo } from "./pruning_hook.js";
 import { f32, type Runtime, type Session, type Tensor } from "../runtime/session.js";
 import { buildUNetGraph } from "./unet.js";
 import { attentionBlocks, blockTokens, resolveUNetConfig, type AttentionBlockInfo, type UNetConfig } from "./unet_structure.js";
-import { Weights } from "./weights.js";
+import { unetStateDictShapes } from "./unet_weights.js";
+import { checkStateDict, Weights } from "./weights.js";
 
 export interface UNetInputs {
   /** (B, C, h, w) */
@@ -45,6 +46,11 @@ export class UNet2DConditionModel {
   private readonly sessions = new Map<string, Promise<Session>>();
   private sessionMethod: PruningMethod | null = null;
 
+  /**
+   * Checks the weights against the config before anything is built: every parameter `unetStateDictShapes(config)`
+   * lists must be present, float (F32, F16, BF16, F64) and of its shape; other tensors are ignored. `source` is the
+   * component folder, for messages (its config.json is named when the config explains a mismatch).
+   */
   constructor(
     readonly config: UNetConfig,
     readonly weights: Weights,
@@ -52,6 +58,12 @@ export class UNet2DConditionModel {
     readonly source = "unet",
   ) {
     this.blocks = attentionBlocks(config);
+    const cad = config.cross_attention_dim;
+    checkStateDict(weights.store, unetStateDictShapes(config), (m) =>
+      m.kind === "shape" && /\.attn2\.to_[kv]\.weight$/.test(m.name) && m.found?.[1] !== cad
+        ? `${source}/config.json has cross_attention_dim ${cad}, the checkpoint ${m.found?.[1]}`
+        : undefined,
+    );
   }
 
   static load(dir: string, runtime: Runtime): UNet2DConditionModel {

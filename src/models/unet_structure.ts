@@ -12,6 +12,22 @@
  * downsamplers (each maps h to ceil(h / 2)), so its feature map is `featureMapSize(latent, i)`.
  */
 import { AtedmError } from "../errors.js";
+import {
+  blockOutChannels,
+  bool,
+  dflt,
+  int,
+  intOrPerBlock,
+  invalid,
+  LIMITS,
+  num,
+  obj,
+  orNull,
+  parseConfig,
+  show,
+  stringList,
+  v as valibot,
+} from "../io/config_schema.js";
 
 export interface UNetConfig {
   in_channels: number;
@@ -42,21 +58,52 @@ export interface UNetConfig {
 const DOWN_TYPES = new Set(["DownBlock2D", "CrossAttnDownBlock2D"]);
 const UP_TYPES = new Set(["UpBlock2D", "CrossAttnUpBlock2D"]);
 
+/**
+ * The keys of config.json whose type and range are validated before anything else (limits: src/io/config_schema.ts);
+ * a missing or null key takes diffusers' default, keys not listed here are either checked below or ignored.
+ */
+const UNET_SCHEMA = obj({
+  in_channels: dflt(int(LIMITS.ioChannels), 4),
+  out_channels: dflt(int(LIMITS.ioChannels), 4),
+  block_out_channels: dflt(blockOutChannels, [320, 640, 1280, 1280]),
+  down_block_types: dflt(stringList(LIMITS.blocks[1]), []),
+  up_block_types: dflt(stringList(LIMITS.blocks[1]), []),
+  layers_per_block: dflt(int(LIMITS.layersPerBlock), 2),
+  num_attention_heads: orNull(intOrPerBlock(LIMITS.heads)),
+  attention_head_dim: dflt(intOrPerBlock(LIMITS.heads), 8),
+  transformer_layers_per_block: dflt(intOrPerBlock(LIMITS.transformerLayers), 1),
+  cross_attention_dim: dflt(
+    valibot.union([int(LIMITS.crossAttentionDim), valibot.array(valibot.unknown())], `an integer in 1..${LIMITS.crossAttentionDim[1]}`),
+    1280,
+  ),
+  norm_num_groups: dflt(int(LIMITS.channels), 32),
+  norm_eps: dflt(num(LIMITS.normEps, { low: true }), 1e-5),
+  act_fn: dflt(valibot.string("a string"), "silu"),
+  use_linear_projection: dflt(bool, false),
+  flip_sin_to_cos: dflt(bool, true),
+  freq_shift: dflt(int(LIMITS.freqShift), 0),
+  addition_time_embed_dim: orNull(int(LIMITS.embedDim)),
+  projection_class_embeddings_input_dim: orNull(int(LIMITS.projectionInputDim)),
+  sample_size: dflt(int(LIMITS.unetSampleSize), 64),
+  upcast_attention: dflt(bool, false),
+});
+
 /** Normalise a diffusers UNet2DConditionModel config.json, rejecting what this implementation does not cover. */
 export function resolveUNetConfig(raw: Record<string, unknown>, source = "unet/config.json"): UNetConfig {
+  const c = parseConfig(UNET_SCHEMA, raw, source);
   const bad = (key: string, why: string): never => {
-    throw new AtedmError(`${source}: ${key} = ${JSON.stringify(raw[key])} is not supported (${why})`);
+    throw new AtedmError(`${source}: ${key} = ${show(raw[key])} is not supported (${why})`);
   };
   const get = <T>(key: string, dflt: T): T => (raw[key] === undefined || raw[key] === null ? dflt : (raw[key] as T));
-  const blockOut = get<number[]>("block_out_channels", [320, 640, 1280, 1280]);
+  const blockOut = c.block_out_channels;
   const n = blockOut.length;
-  const perBlock = (key: string, value: unknown): number[] => {
+  const perBlock = (key: string, value: number | number[]): number[] => {
     if (typeof value === "number") return new Array(n).fill(value);
-    if (Array.isArray(value) && value.length === n && value.every((v) => Number.isInteger(v))) return value as number[];
+    if (value.length === n) return value;
     return bad(key, `expected a number or a list of ${n} numbers`);
   };
-  const downTypes = get<string[]>("down_block_types", []);
-  const upTypes = get<string[]>("up_block_types", []);
+  const downTypes = c.down_block_types;
+  const upTypes = c.up_block_types;
   if (downTypes.length !== n) bad("down_block_types", `expected ${n} entries, one per block_out_channels`);
   if (upTypes.length !== n) bad("up_block_types", `expected ${n} entries`);
   for (const t of downTypes) if (!DOWN_TYPES.has(t)) bad("down_block_types", `unknown block type '${t}'`);
@@ -74,7 +121,7 @@ export function resolveUNetConfig(raw: Record<string, unknown>, source = "unet/c
   ] as const) {
     if (get(key, null) !== ok) bad(key, "not used by SD-1.x/2.x/XL");
   }
-  if (!["silu", "swish", "gelu"].includes(get("act_fn", "silu"))) bad("act_fn", "only silu, swish or gelu");
+  if (!["silu", "swish", "gelu"].includes(c.act_fn)) bad("act_fn", "only silu, swish or gelu");
   if (get("only_cross_attention", false) !== false) bad("only_cross_attention", "must be false");
   if (get("dual_cross_attention", false) !== false) bad("dual_cross_attention", "must be false");
   if (get("resnet_time_scale_shift", "default") !== "default") bad("resnet_time_scale_shift", "only 'default'");
@@ -84,36 +131,63 @@ export function resolveUNetConfig(raw: Record<string, unknown>, source = "unet/c
   if (get("mid_block_scale_factor", 1) !== 1) bad("mid_block_scale_factor", "only 1");
   if (get("resnet_out_scale_factor", 1) !== 1) bad("resnet_out_scale_factor", "only 1");
   if (get("center_input_sample", false) !== false) bad("center_input_sample", "only false");
-  const cad = get<number | number[]>("cross_attention_dim", 1280);
+  const cad = c.cross_attention_dim;
   if (typeof cad !== "number") bad("cross_attention_dim", "per-block cross_attention_dim is not supported");
   // diffusers: num_attention_heads = num_attention_heads or attention_head_dim (a long-standing naming quirk).
-  const heads = perBlock("attention_head_dim", get("num_attention_heads", null) ?? get("attention_head_dim", 8));
-  const tlpb = perBlock("transformer_layers_per_block", get("transformer_layers_per_block", 1));
+  const headsKey = c.num_attention_heads !== null ? "num_attention_heads" : "attention_head_dim";
+  const heads = perBlock("attention_head_dim", c.num_attention_heads ?? c.attention_head_dim);
+  const tlpb = perBlock("transformer_layers_per_block", c.transformer_layers_per_block);
   const rev = raw.reverse_transformer_layers_per_block;
   if (rev !== undefined && rev !== null) bad("reverse_transformer_layers_per_block", "not supported");
+
+  // Cross-key checks: GroupNorm splits every level's channels into norm_num_groups groups; every attention block
+  // splits its channels into heads (down block i and the up block at the same level, and the mid block, use
+  // heads[level]); SD-XL's add_embedding needs both of its sizes.
+  const groups = c.norm_num_groups;
+  blockOut.forEach((ch, i) => {
+    if (ch % groups !== 0)
+      throw invalid(source, "norm_num_groups", groups, `a divisor of every block_out_channels, not of block_out_channels[${i}] = ${ch}`);
+  });
+  const attnLevel = (i: number): boolean =>
+    downTypes[i] === "CrossAttnDownBlock2D" || upTypes[n - 1 - i] === "CrossAttnUpBlock2D" || (i === n - 1 && midType !== null);
+  blockOut.forEach((ch, i) => {
+    if (attnLevel(i) && ch % heads[i]! !== 0) {
+      throw invalid(
+        source,
+        headsKey,
+        raw[headsKey] ?? 8,
+        `heads dividing the channels of every attention block, not ${heads[i]} of level ${i}'s ${ch}`,
+      );
+    }
+  });
+  if (addType === "text_time") {
+    for (const key of ["addition_time_embed_dim", "projection_class_embeddings_input_dim"] as const) {
+      if (c[key] === null) throw invalid(source, key, raw[key] ?? null, "an integer, addition_embed_type text_time needs it");
+    }
+  }
   return {
-    in_channels: get("in_channels", 4),
-    out_channels: get("out_channels", 4),
+    in_channels: c.in_channels,
+    out_channels: c.out_channels,
     block_out_channels: blockOut,
     down_block_types: downTypes,
     up_block_types: upTypes,
     mid_block_type: midType,
-    layers_per_block: get("layers_per_block", 2),
+    layers_per_block: c.layers_per_block,
     heads,
     transformer_layers_per_block: tlpb,
     reverse_transformer_layers_per_block: tlpb.slice().reverse(),
     cross_attention_dim: cad as number,
-    norm_num_groups: get("norm_num_groups", 32),
-    norm_eps: get("norm_eps", 1e-5),
-    act_fn: get("act_fn", "silu"),
-    use_linear_projection: get("use_linear_projection", false),
-    flip_sin_to_cos: get("flip_sin_to_cos", true),
-    freq_shift: get("freq_shift", 0),
+    norm_num_groups: groups,
+    norm_eps: c.norm_eps,
+    act_fn: c.act_fn,
+    use_linear_projection: c.use_linear_projection,
+    flip_sin_to_cos: c.flip_sin_to_cos,
+    freq_shift: c.freq_shift,
     addition_embed_type: addType,
-    addition_time_embed_dim: get("addition_time_embed_dim", null),
-    projection_class_embeddings_input_dim: get("projection_class_embeddings_input_dim", null),
-    sample_size: get("sample_size", 64),
-    upcast_attention: get("upcast_attention", false),
+    addition_time_embed_dim: c.addition_time_embed_dim,
+    projection_class_embeddings_input_dim: c.projection_class_embeddings_input_dim,
+    sample_size: c.sample_size,
+    upcast_attention: c.upcast_attention,
   };
 }
 

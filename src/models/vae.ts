@@ -18,6 +18,7 @@
  */
 import { AtedmError } from "../errors.js";
 import { GraphBuilder, type Value } from "../graph/builder.js";
+import { blockOutChannels, bool, dflt, int, LIMITS, num, obj, orNull, parseConfig, show, stringList, v as valibot } from "../io/config_schema.js";
 import { componentConfig, componentWeights } from "../io/diffusers.js";
 import { f32, type Runtime, type Session } from "../runtime/session.js";
 import { attention, conv2d, groupNorm, silu } from "./layers.js";
@@ -49,78 +50,85 @@ export interface VAEConfig {
 /** Epsilon of every GroupNorm in AutoencoderKL (hard-coded in diffusers, not in the config). */
 export const VAE_NORM_EPS = 1e-6;
 
+/** Latent statistics: null or one finite number per latent channel (length checked against latent_channels). */
+const LATENT_STATS = orNull(
+  valibot.pipe(
+    valibot.array(num(LIMITS.latentStat), "null or a list of numbers"),
+    valibot.maxLength(LIMITS.ioChannels[1], "null or a list of numbers"),
+  ),
+);
+
+/**
+ * The keys of config.json whose type and range are validated first (limits: src/io/config_schema.ts); a missing or
+ * null key takes diffusers' default, other keys are checked below or ignored.
+ */
+const VAE_SCHEMA = obj({
+  block_out_channels: dflt(blockOutChannels, [64]),
+  up_block_types: orNull(stringList(LIMITS.blocks[1])),
+  in_channels: dflt(int(LIMITS.ioChannels), 3),
+  out_channels: dflt(int(LIMITS.ioChannels), 3),
+  latent_channels: dflt(int(LIMITS.ioChannels), 4),
+  layers_per_block: dflt(int(LIMITS.layersPerBlock), 1),
+  norm_num_groups: dflt(int(LIMITS.channels), 32),
+  act_fn: dflt(valibot.string("a string"), "silu"),
+  norm_type: dflt(valibot.string("a string"), "group"),
+  mid_block_add_attention: dflt(bool, true),
+  use_post_quant_conv: dflt(bool, true),
+  sample_size: dflt(int(LIMITS.vaeSampleSize), 32),
+  scaling_factor: dflt(num(LIMITS.scaleFactor), 0.18215),
+  shift_factor: dflt(num(LIMITS.scaleFactor), 0),
+  latents_mean: LATENT_STATS,
+  latents_std: LATENT_STATS,
+  force_upcast: dflt(bool, true),
+});
+
 /** Normalise a diffusers AutoencoderKL config.json, rejecting what this implementation does not cover. */
 export function resolveVAEConfig(raw: Record<string, unknown>, source = "vae/config.json"): VAEConfig {
+  const c = parseConfig(VAE_SCHEMA, raw, source);
   const bad = (key: string, why: string): never => {
-    throw new AtedmError(`${source}: ${key} = ${JSON.stringify(raw[key])} is not supported (${why})`);
-  };
-  const get = <T>(key: string, dflt: T): T => (raw[key] === undefined || raw[key] === null ? dflt : (raw[key] as T));
-  const posInt = (key: string, dflt: number): number => {
-    const v = get<unknown>(key, dflt);
-    if (typeof v !== "number" || !Number.isInteger(v) || v < 1) return bad(key, "expected a positive integer");
-    return v;
-  };
-  const finite = (key: string, dflt: number): number => {
-    const v = get<unknown>(key, dflt);
-    if (typeof v !== "number" || !Number.isFinite(v)) return bad(key, "expected a number");
-    return v;
-  };
-  const flag = (key: string, dflt: boolean): boolean => {
-    const v = get<unknown>(key, dflt);
-    if (typeof v !== "boolean") return bad(key, "expected true or false");
-    return v;
+    throw new AtedmError(`${source}: ${key} = ${show(raw[key])} is not supported (${why})`);
   };
 
   const cls = raw._class_name;
   if (cls !== undefined && cls !== "AutoencoderKL") bad("_class_name", "only AutoencoderKL");
-  const blockOut = get<unknown>("block_out_channels", [64]);
-  if (!Array.isArray(blockOut) || blockOut.length === 0 || !blockOut.every((c) => Number.isInteger(c) && c > 0)) {
-    bad("block_out_channels", "expected a non-empty list of positive integers");
-  }
-  const channels = blockOut as number[];
+  const channels = c.block_out_channels;
   const n = channels.length;
-  const upTypes = get<unknown>("up_block_types", new Array(n).fill("UpDecoderBlock2D"));
-  if (!Array.isArray(upTypes) || upTypes.length !== n) bad("up_block_types", `expected ${n} entries, one per block_out_channels`);
-  for (const t of upTypes as unknown[]) if (t !== "UpDecoderBlock2D") bad("up_block_types", `only UpDecoderBlock2D, got '${t}'`);
-  const groups = posInt("norm_num_groups", 32);
-  for (const c of channels) {
-    if (c % groups !== 0) bad("block_out_channels", `${c} channels are not divisible by norm_num_groups ${groups}`);
+  const upTypes = c.up_block_types ?? new Array<string>(n).fill("UpDecoderBlock2D");
+  if (upTypes.length !== n) bad("up_block_types", `expected ${n} entries, one per block_out_channels`);
+  for (const t of upTypes) if (t !== "UpDecoderBlock2D") bad("up_block_types", `only UpDecoderBlock2D, got '${t}'`);
+  const groups = c.norm_num_groups;
+  for (const ch of channels) {
+    if (ch % groups !== 0) bad("block_out_channels", `${ch} channels are not divisible by norm_num_groups ${groups}`);
   }
-  const actFn = get<unknown>("act_fn", "silu");
-  if (actFn !== "silu" && actFn !== "swish") bad("act_fn", "only silu");
-  const normType = get<unknown>("norm_type", "group");
-  if (normType !== "group") bad("norm_type", "only 'group'");
-  const scaling = finite("scaling_factor", 0.18215);
-  if (scaling === 0) bad("scaling_factor", "must be non-zero");
-  const latentChannels = posInt("latent_channels", 4);
-  const perChannel = (key: string): number[] | null => {
-    const v = get<unknown>(key, null);
-    if (v === null) return null;
-    if (!Array.isArray(v) || v.length !== latentChannels || !v.every((x) => typeof x === "number" && Number.isFinite(x))) {
-      return bad(key, `expected null or a list of ${latentChannels} numbers`);
-    }
-    return v as number[];
+  if (c.act_fn !== "silu" && c.act_fn !== "swish") bad("act_fn", "only silu");
+  if (c.norm_type !== "group") bad("norm_type", "only 'group'");
+  if (c.scaling_factor === 0) bad("scaling_factor", "must be non-zero");
+  const latentChannels = c.latent_channels;
+  const perChannel = (key: "latents_mean" | "latents_std"): number[] | null => {
+    const x = c[key];
+    if (x !== null && x.length !== latentChannels) return bad(key, `expected null or a list of ${latentChannels} numbers`);
+    return x;
   };
   const latentsMean = perChannel("latents_mean");
   const latentsStd = perChannel("latents_std");
   return {
-    in_channels: posInt("in_channels", 3),
-    out_channels: posInt("out_channels", 3),
+    in_channels: c.in_channels,
+    out_channels: c.out_channels,
     latent_channels: latentChannels,
     block_out_channels: channels.slice(),
-    up_block_types: (upTypes as string[]).slice(),
-    layers_per_block: posInt("layers_per_block", 1),
+    up_block_types: upTypes.slice(),
+    layers_per_block: c.layers_per_block,
     norm_num_groups: groups,
-    act_fn: actFn as string,
-    mid_block_add_attention: flag("mid_block_add_attention", true),
-    use_post_quant_conv: flag("use_post_quant_conv", true),
-    sample_size: posInt("sample_size", 32),
-    scaling_factor: scaling,
-    shift_factor: finite("shift_factor", 0),
+    act_fn: c.act_fn,
+    mid_block_add_attention: c.mid_block_add_attention,
+    use_post_quant_conv: c.use_post_quant_conv,
+    sample_size: c.sample_size,
+    scaling_factor: c.scaling_factor,
+    shift_factor: c.shift_factor,
     // diffusers only applies them when both are given.
     latents_mean: latentsMean && latentsStd ? latentsMean : null,
     latents_std: latentsMean && latentsStd ? latentsStd : null,
-    force_upcast: flag("force_upcast", true),
+    force_upcast: c.force_upcast,
   };
 }
 
@@ -339,4 +347,69 @@ export function toImageNHWC(sample: { data: ArrayLike<number>; dims: readonly nu
     }
   }
   return { data: out, dims: [b, h, w, c] };
+}
+
+/**
+ * The decoder tensors `buildVAEDecoderGraph` reads for `cfg`, name -> shape (the encoder's are not read, so not
+ * listed). `found` (a checkpoint's shape of a name, or undefined) picks what the graph accepts either way: the
+ * legacy mid-block attention names (`query`, `key`, `value`, `proj_attn`) when the modern ones are absent, their
+ * 1x1-conv shape [C, C, 1, 1], their biases only when present, and a `conv_shortcut` present where the channel
+ * count does not change.
+ */
+export function vaeDecoderStateDictShapes(
+  cfg: VAEConfig,
+  found: (name: string) => readonly number[] | undefined = () => undefined,
+): Map<string, number[]> {
+  const out = new Map<string, number[]>();
+  const conv = (p: string, o: number, i: number, k: number) => {
+    out.set(`${p}.weight`, [o, i, k, k]);
+    out.set(`${p}.bias`, [o]);
+  };
+  const norm = (p: string, c: number) => {
+    out.set(`${p}.weight`, [c]);
+    out.set(`${p}.bias`, [c]);
+  };
+  const resnet = (p: string, inCh: number, outCh: number) => {
+    norm(`${p}.norm1`, inCh);
+    conv(`${p}.conv1`, outCh, inCh, 3);
+    norm(`${p}.norm2`, outCh);
+    conv(`${p}.conv2`, outCh, outCh, 3);
+    if (inCh !== outCh || found(`${p}.conv_shortcut.weight`)) conv(`${p}.conv_shortcut`, outCh, inCh, 1);
+  };
+  const channels = cfg.block_out_channels;
+  const n = channels.length;
+  const top = channels[n - 1]!;
+  const lc = cfg.latent_channels;
+  if (cfg.use_post_quant_conv) conv("post_quant_conv", lc, lc, 1);
+  conv("decoder.conv_in", top, lc, 3);
+  resnet("decoder.mid_block.resnets.0", top, top);
+  if (cfg.mid_block_add_attention) {
+    const a = "decoder.mid_block.attentions.0";
+    norm(`${a}.group_norm`, top);
+    for (const [modern, legacy] of [
+      ["to_q", "query"],
+      ["to_k", "key"],
+      ["to_v", "value"],
+      ["to_out.0", "proj_attn"],
+    ] as const) {
+      const name = !found(`${a}.${modern}.weight`) && found(`${a}.${legacy}.weight`) ? `${a}.${legacy}` : `${a}.${modern}`;
+      out.set(`${name}.weight`, found(`${name}.weight`)?.length === 4 ? [top, top, 1, 1] : [top, top]);
+      if (found(`${name}.bias`)) out.set(`${name}.bias`, [top]);
+    }
+  }
+  resnet("decoder.mid_block.resnets.1", top, top);
+  let ch = top;
+  channels
+    .slice()
+    .reverse()
+    .forEach((outCh, i) => {
+      for (let j = 0; j <= cfg.layers_per_block; j++) {
+        resnet(`decoder.up_blocks.${i}.resnets.${j}`, ch, outCh);
+        ch = outCh;
+      }
+      if (i < n - 1) conv(`decoder.up_blocks.${i}.upsamplers.0.conv`, ch, ch, 3);
+    });
+  norm("decoder.conv_norm_out", ch);
+  conv("decoder.conv_out", cfg.out_channels, ch, 3);
+  return out;
 }

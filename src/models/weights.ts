@@ -100,3 +100,73 @@ export class Params {
     return this.weights.param(g, this.path(name), shape);
   }
 }
+
+/** The dtypes a weight may have: the floating-point ones the reader converts to float32. */
+const FLOAT_DTYPES = new Set(["F32", "F16", "BF16", "F64"]);
+
+/** One difference between a checkpoint and the state dict its config implies. */
+export interface StateDictMismatch {
+  name: string;
+  kind: "missing" | "shape" | "dtype";
+  /** The file holding the tensor (the store's source when it is missing). */
+  file: string;
+  found?: number[];
+  expected: readonly number[];
+  /** One line: `<file>: <name> has shape [4, 320, 3, 3], expected [320, 4, 3, 3]`. */
+  message: string;
+}
+
+const dims = (s: readonly number[]) => `[${s.join(", ")}]`;
+
+/**
+ * Every tensor of `expected` (name -> shape, in module order) that `store` lacks, holds with another shape, or holds
+ * in a non-float dtype. Tensors of the store that are not expected are ignored, as diffusers ignores them.
+ */
+export function stateDictMismatches(store: TensorSource, expected: ReadonlyMap<string, readonly number[]>): StateDictMismatch[] {
+  const out: StateDictMismatch[] = [];
+  for (const [name, shape] of expected) {
+    if (!store.has(name)) {
+      out.push({
+        name,
+        kind: "missing",
+        file: store.source,
+        expected: shape,
+        message: `${store.source}: missing tensor ${name} (expected shape ${dims(shape)})`,
+      });
+      continue;
+    }
+    const info = store.info(name);
+    if (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i])) {
+      const message = `${info.file}: ${name} has shape ${dims(info.shape)}, expected ${dims(shape)}`;
+      out.push({ name, kind: "shape", file: info.file, found: info.shape.slice(), expected: shape, message });
+    } else if (!FLOAT_DTYPES.has(info.dtype)) {
+      const message = `${info.file}: ${name} has dtype ${info.dtype}, expected F32, F16, BF16 or F64`;
+      out.push({ name, kind: "dtype", file: info.file, found: info.shape.slice(), expected: shape, message });
+    }
+  }
+  return out;
+}
+
+/**
+ * Throw one `AtedmError` line for the first mismatch of `stateDictMismatches` (with the count of the others), before
+ * any graph is built. `hint` may add a clause naming the config value that explains a mismatch.
+ */
+export function checkStateDict(
+  store: TensorSource,
+  expected: ReadonlyMap<string, readonly number[]>,
+  hint: (m: StateDictMismatch) => string | undefined = () => undefined,
+): void {
+  const bad = stateDictMismatches(store, expected);
+  if (!bad.length) return;
+  const first = bad[0]!;
+  const why = hint(first);
+  const more = bad.length > 1 ? ` (and ${bad.length - 1} more mismatched tensor${bad.length > 2 ? "s" : ""})` : "";
+  throw new AtedmError(`${first.message}${why ? ` (${why})` : ""}${more}`);
+}
+
+/** Bytes of the expected tensors as float32, what ONNX Runtime holds of them (for memory estimates). */
+export function float32Bytes(expected: ReadonlyMap<string, readonly number[]>): number {
+  let n = 0;
+  for (const s of expected.values()) n += s.reduce((a, b) => a * b, 1);
+  return 4 * n;
+}

@@ -9,14 +9,17 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { AtedmError } from "../errors.js";
-import { hasComponent, readJson, readModelIndex, type ModelIndex } from "../io/diffusers.js";
-import { CLIPTextEncoder } from "../models/clip_text.js";
+import { componentConfig, componentWeights, hasComponent, readJson, readModelIndex, type ModelIndex } from "../io/diffusers.js";
+import { CLIPTextEncoder, clipTextStateDictShapes, resolveCLIPTextConfig, type CLIPTextConfig } from "../models/clip_text.js";
 import { CLIPTokenizer } from "../models/clip_tokenizer.js";
 import { UNet2DConditionModel, type UNetOutput } from "../models/unet_model.js";
-import { toImageNHWC, VAEDecoder } from "../models/vae.js";
+import { unetStateDictShapes } from "../models/unet_weights.js";
+import { resolveVAEConfig, toImageNHWC, VAEDecoder, vaeDecoderStateDictShapes } from "../models/vae.js";
+import { checkStateDict, float32Bytes } from "../models/weights.js";
 import { Runtime, type RuntimeOptions } from "../runtime/session.js";
 import { createScheduler, loadSchedulerConfig, type SchedulerName } from "../schedulers/index.js";
 import { methodFlops, unetFlops } from "../metrics/flops.js";
+import { checkGenerationMemory, estimateGenerationMemory, type GenerationMemoryEstimate } from "../metrics/memory.js";
 import { appendCoordChannels, COORD_CHANNELS } from "./coord_channels.js";
 import { randn } from "./random.js";
 
@@ -46,6 +49,11 @@ export interface GenerateOptions {
   onStep?: (info: StepReport) => void;
   /** Ask the pruning method for its masks/scores at each step (passed to onStep). */
   withMasks?: boolean;
+  /**
+   * Refuse, before anything big is allocated, a generation whose estimated peak memory (src/metrics/memory.ts)
+   * exceeds this process's resident memory plus the system's available memory. Default true.
+   */
+  checkMemory?: boolean;
 }
 
 export interface StepReport {
@@ -72,27 +80,84 @@ export interface GenerateResult {
   truncated: boolean;
 }
 
+/** `threads`, and `verbose` (ONNX Runtime's own log lines on stderr; off by default), for the Runtime. */
 export interface PipelineOptions extends RuntimeOptions {}
 
 /** A model folder's optional `atedm.json`: generation defaults for atedm (diffusers ignores the file). */
 export interface ModelDefaults {
-  /** Recommended classifier-free guidance scale. */
+  /** Recommended classifier-free guidance scale (a finite number >= 0; <= 1 disables guidance). */
   guidance?: number;
+  /** Default number of denoising steps of `generate` (an integer in 1..1000). */
+  steps?: number;
   /** 2: the U-Net reads the sample plus CoordConv column/row maps, which the pipeline appends (coord_channels.ts). */
   coord_channels?: number;
 }
 
-function loadModelDefaults(dir: string): ModelDefaults {
+/** The keys atedm.json may have besides comments (keys starting with `_`). */
+const MODEL_DEFAULT_KEYS = ["guidance", "steps", "coord_channels"];
+const MAX_DEFAULT_STEPS = 1000;
+
+/**
+ * Read and validate a model folder's optional `atedm.json`: a JSON object whose keys are those of `ModelDefaults`
+ * or comments (`_comment`, any key starting with `_`); each bad value is one line naming the file and the key.
+ */
+export function loadModelDefaults(dir: string): ModelDefaults {
   const file = join(dir, "atedm.json");
   if (!existsSync(file)) return {};
-  const d = readJson<ModelDefaults>(file);
-  if (d.guidance !== undefined && !(typeof d.guidance === "number" && Number.isFinite(d.guidance))) {
-    throw new AtedmError(`${file}: "guidance" must be a number, got ${JSON.stringify(d.guidance)}`);
+  const d = readJson<Record<string, unknown>>(file) as unknown;
+  if (d === null || typeof d !== "object" || Array.isArray(d)) {
+    throw new AtedmError(`${file}: expected a JSON object of generation defaults, got ${Array.isArray(d) ? "an array" : JSON.stringify(d)}`);
   }
-  if (d.coord_channels !== undefined && d.coord_channels !== 0 && d.coord_channels !== COORD_CHANNELS) {
-    throw new AtedmError(`${file}: "coord_channels" must be 0 or ${COORD_CHANNELS}, got ${JSON.stringify(d.coord_channels)}`);
+  const o = d as Record<string, unknown>;
+  const got = (key: string) => `got ${JSON.stringify(o[key])?.slice(0, 60)}`;
+  for (const key of Object.keys(o)) {
+    if (!key.startsWith("_") && !MODEL_DEFAULT_KEYS.includes(key)) {
+      throw new AtedmError(`${file}: unknown key "${key.slice(0, 60)}" (known: ${MODEL_DEFAULT_KEYS.join(", ")}; keys starting with _ are comments)`);
+    }
   }
-  return d;
+  if (o.guidance !== undefined && !(typeof o.guidance === "number" && Number.isFinite(o.guidance) && o.guidance >= 0)) {
+    throw new AtedmError(`${file}: "guidance" must be a finite number >= 0, ${got("guidance")}`);
+  }
+  if (o.steps !== undefined && !(Number.isInteger(o.steps) && (o.steps as number) >= 1 && (o.steps as number) <= MAX_DEFAULT_STEPS)) {
+    throw new AtedmError(`${file}: "steps" must be an integer in 1..${MAX_DEFAULT_STEPS}, ${got("steps")}`);
+  }
+  if (o.coord_channels !== undefined && o.coord_channels !== 0 && o.coord_channels !== COORD_CHANNELS) {
+    throw new AtedmError(`${file}: "coord_channels" must be 0 or ${COORD_CHANNELS}, ${got("coord_channels")}`);
+  }
+  return o as ModelDefaults;
+}
+
+/**
+ * Check a text encoder's weights against its config.json (names, shapes, dtypes of every tensor the graph reads)
+ * before its session is built; returns the config and the float32 bytes of those weights.
+ */
+function checkTextEncoderWeights(dir: string, component: string): { config: CLIPTextConfig; projectionDim?: number; bytes: number } {
+  const raw = componentConfig(dir, component);
+  const config = resolveCLIPTextConfig(raw, `${dir}/${component}/config.json`);
+  const store = componentWeights(dir, component);
+  try {
+    const arch = raw.architectures;
+    const withProjection = (Array.isArray(arch) && arch.includes("CLIPTextModelWithProjection")) || store.has("text_projection.weight");
+    const projectionDim = config.projection_dim ?? (store.has("text_projection.weight") ? store.info("text_projection.weight").shape[0] : undefined);
+    const expected = clipTextStateDictShapes(config, { withProjection, projectionDim });
+    checkStateDict(store, expected);
+    return { config, projectionDim: withProjection ? projectionDim : undefined, bytes: float32Bytes(expected) };
+  } finally {
+    store.close();
+  }
+}
+
+/** The same for the VAE decoder. */
+function checkVaeWeights(dir: string): { latentChannels: number; bytes: number } {
+  const config = resolveVAEConfig(componentConfig(dir, "vae"), `${dir}/vae/config.json`);
+  const store = componentWeights(dir, "vae");
+  try {
+    const expected = vaeDecoderStateDictShapes(config, (n) => (store.has(n) ? store.info(n).shape : undefined));
+    checkStateDict(store, expected);
+    return { latentChannels: config.latent_channels, bytes: float32Bytes(expected) };
+  } finally {
+    store.close();
+  }
 }
 
 export class TextToImagePipeline {
@@ -109,6 +174,8 @@ export class TextToImagePipeline {
     readonly schedulerConfig: Record<string, unknown>,
     /** Generation defaults a model folder may recommend in an optional `atedm.json` (e.g. `{ "guidance": 4 }`). */
     readonly recommended: ModelDefaults = {},
+    /** float32 bytes of the text encoders' and the VAE decoder's weights (for the memory estimate). */
+    private readonly otherWeightBytes = 0,
   ) {}
 
   /** Input channels the pipeline appends to the sample (CoordConv maps, `coord_channels` in atedm.json), or 0. */
@@ -126,20 +193,40 @@ export class TextToImagePipeline {
       throw new AtedmError(`${dir}: not a diffusers model folder (no model_index.json)`);
     }
     const index = readModelIndex(dir);
+    // Everything is validated before the first ONNX session is built: atedm.json, the configs, every weight's
+    // name, dtype and shape against its config, and the components against each other.
+    const recommended = loadModelDefaults(dir);
     const runtime = new Runtime(options);
     const unet = UNet2DConditionModel.load(dir, runtime);
     const xl = unet.isXL;
-    const tokenizer = CLIPTokenizer.fromPretrained(join(dir, "tokenizer"));
-    const textEncoder = await CLIPTextEncoder.load(dir, "text_encoder", runtime);
-    let tokenizer2: CLIPTokenizer | null = null;
-    let textEncoder2: CLIPTextEncoder | null = null;
-    if (hasComponent(index, "text_encoder_2")) {
-      tokenizer2 = CLIPTokenizer.fromPretrained(join(dir, "tokenizer_2"));
-      textEncoder2 = await CLIPTextEncoder.load(dir, "text_encoder_2", runtime);
+    const hasTe2 = hasComponent(index, "text_encoder_2");
+    if (xl && !hasTe2) throw new AtedmError(`${dir}: SD-XL U-Net but no text_encoder_2 in model_index.json`);
+    const te1 = checkTextEncoderWeights(dir, "text_encoder");
+    const te2 = hasTe2 ? checkTextEncoderWeights(dir, "text_encoder_2") : null;
+    const vaeInfo = hasComponent(index, "vae") ? checkVaeWeights(dir) : null;
+    const cad = unet.config.cross_attention_dim;
+    const unetConfig = `${dir}/unet/config.json`;
+    if (xl) {
+      const hidden = te1.config.hidden_size + te2!.config.hidden_size;
+      if (hidden !== cad) {
+        throw new AtedmError(
+          `${unetConfig}: cross_attention_dim is ${cad}, but the text encoders give ${te1.config.hidden_size} + ${te2!.config.hidden_size} = ${hidden} features`,
+        );
+      }
+      const ucfg = unet.config;
+      const pooled = te2!.projectionDim;
+      const expected = ucfg.projection_class_embeddings_input_dim;
+      if (pooled !== undefined && ucfg.addition_time_embed_dim && expected !== pooled + 6 * ucfg.addition_time_embed_dim) {
+        throw new AtedmError(
+          `${unetConfig}: projection_class_embeddings_input_dim is ${expected}, but text_encoder_2's projection (${pooled}) + 6 x addition_time_embed_dim ` +
+            `(${ucfg.addition_time_embed_dim}) = ${pooled + 6 * ucfg.addition_time_embed_dim}`,
+        );
+      }
+    } else if (te1.config.hidden_size !== cad) {
+      throw new AtedmError(
+        `${unetConfig}: cross_attention_dim is ${cad}, but ${dir}/text_encoder/config.json has hidden_size ${te1.config.hidden_size}`,
+      );
     }
-    if (xl && !textEncoder2) throw new AtedmError(`${dir}: SD-XL U-Net but no text_encoder_2 in model_index.json`);
-    const vae = hasComponent(index, "vae") ? await VAEDecoder.load(dir, runtime) : null;
-    const recommended = loadModelDefaults(dir);
     const coord = recommended.coord_channels ?? 0;
     const channels = unet.config.in_channels - coord;
     if (coord && channels !== unet.config.out_channels) {
@@ -148,11 +235,35 @@ export class TextToImagePipeline {
           `got ${unet.config.in_channels} and ${unet.config.out_channels}`,
       );
     }
-    if (!vae && channels !== 3) {
+    if (!vaeInfo && channels !== 3) {
       throw new AtedmError(`${dir}: no vae, but the U-Net has ${channels} input channels (pixel-space models have 3)`);
     }
+    if (vaeInfo && vaeInfo.latentChannels !== unet.config.out_channels) {
+      throw new AtedmError(
+        `${dir}/vae/config.json: latent_channels is ${vaeInfo.latentChannels}, but the U-Net (${unetConfig}) has out_channels ${unet.config.out_channels}`,
+      );
+    }
     const schedulerConfig = loadSchedulerConfig(join(dir, "scheduler", "scheduler_config.json"));
-    return new TextToImagePipeline(dir, index, runtime, tokenizer, textEncoder, tokenizer2, textEncoder2, unet, vae, schedulerConfig, recommended);
+    const tokenizer = CLIPTokenizer.fromPretrained(join(dir, "tokenizer"));
+    const tokenizer2 = hasTe2 ? CLIPTokenizer.fromPretrained(join(dir, "tokenizer_2")) : null;
+    const textEncoder = await CLIPTextEncoder.load(dir, "text_encoder", runtime);
+    const textEncoder2 = hasTe2 ? await CLIPTextEncoder.load(dir, "text_encoder_2", runtime) : null;
+    const vae = vaeInfo ? await VAEDecoder.load(dir, runtime) : null;
+    const otherBytes = te1.bytes + (te2?.bytes ?? 0) + (vaeInfo?.bytes ?? 0);
+    return new TextToImagePipeline(
+      dir,
+      index,
+      runtime,
+      tokenizer,
+      textEncoder,
+      tokenizer2,
+      textEncoder2,
+      unet,
+      vae,
+      schedulerConfig,
+      recommended,
+      otherBytes,
+    );
   }
 
   get isXL(): boolean {
@@ -204,9 +315,51 @@ export class TextToImagePipeline {
     };
   }
 
+  /**
+   * The estimated peak memory of a generation at `height` x `width` pixels with `steps` steps under the installed
+   * pruning method (src/metrics/memory.ts): the U-Net's weights and activations once per ONNX session it builds (one
+   * per distinct set of blocks pruned at some step, e.g. two with DSAP), the blocks pruned at some step with their
+   * explicit attention maps, the other components' weights, the VAE decoder.
+   */
+  estimateMemory(height: number, width: number, options: { steps: number; guidance?: number }): GenerationMemoryEstimate {
+    const guidance = options.guidance ?? this.defaultGuidance;
+    const blocks = this.unet.blocks;
+    const sets = new Set<string>();
+    const pruned = new Set<string>();
+    for (let step = 0; step < options.steps; step++) {
+      const r = this.unet.ratios({ step, steps: options.steps });
+      const set = blocks.filter((b) => r[b.path]! > 0).map((b) => b.path);
+      sets.add(set.join(","));
+      for (const p of set) pruned.add(p);
+    }
+    const sessions = Math.max(1, sets.size);
+    const expected = unetStateDictShapes(this.unet.config);
+    const store = this.unet.weights.store;
+    // What one session holds, and what building it adds (src/metrics/memory.ts): embedded weights 6x their float32
+    // bytes; external ones once, plus the file's F16 / BF16 bytes, read before their cast to float32 is folded.
+    let perSession = float32Bytes(expected);
+    let build = 0;
+    if (this.unet.weights.external) {
+      for (const name of expected.keys()) if (store.info(name).dtype !== "F32") build += store.info(name).byteLength;
+    } else {
+      perSession *= 6;
+    }
+    return estimateGenerationMemory({
+      unet: this.unet.config,
+      vae: this.vae?.config ?? null,
+      height,
+      width,
+      batch: guidance > 1 ? 2 : 1,
+      pruning: [...pruned],
+      weights: { unet: perSession, unetBuild: build, other: this.otherWeightBytes },
+      unetSessions: sessions,
+      textLength: this.tokenizer.modelMaxLength,
+    });
+  }
+
   async generate(options: GenerateOptions): Promise<GenerateResult> {
     const t0 = performance.now();
-    const steps = options.steps ?? 20;
+    const steps = options.steps ?? this.recommended.steps ?? 20;
     if (!Number.isInteger(steps) || steps < 1) throw new AtedmError(`steps must be a positive integer, got ${steps}`);
     const guidance = options.guidance ?? this.defaultGuidance;
     const cfg = guidance > 1;
@@ -219,6 +372,14 @@ export class TextToImagePipeline {
     ] as const) {
       if (!Number.isInteger(v) || v < f || v % f !== 0) throw new AtedmError(`--${name} must be a positive multiple of ${f}, got ${v}`);
     }
+    const scheduler = createScheduler(options.scheduler ?? "euler", this.schedulerConfig);
+    scheduler.setTimesteps(steps);
+    const T = scheduler.timesteps.length;
+    // Before anything big is allocated (latents, sessions): would the whole generation fit in memory?
+    if (options.checkMemory ?? true) {
+      checkGenerationMemory(this.estimateMemory(height, width, { steps: T, guidance }), `--height ${height} --width ${width}`);
+    }
+
     const channels = this.sampleChannels;
     const latentDims = [1, channels, height / f, width / f];
     const n = latentDims.reduce((a, b) => a * b, 1);
@@ -232,8 +393,6 @@ export class TextToImagePipeline {
       x = randn(options.seed ?? 0, n);
     }
 
-    const scheduler = createScheduler(options.scheduler ?? "euler", this.schedulerConfig);
-    scheduler.setTimesteps(steps);
     const sigma0 = scheduler.initNoiseSigma;
     for (let i = 0; i < n; i++) x[i] = Math.fround(x[i]! * sigma0);
 
@@ -251,7 +410,6 @@ export class TextToImagePipeline {
 
     const stepSeconds: number[] = [];
     const stepInfo: GenerateResult["stepInfo"] = [];
-    const T = scheduler.timesteps.length;
     for (let i = 0; i < T; i++) {
       const ts = performance.now();
       const scaled = scheduler.scaleModelInput(x, i);

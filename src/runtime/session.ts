@@ -8,9 +8,14 @@
  * External weights: ONNX Runtime only accepts external-data files inside the model file's folder, so the model
  * is written to a temporary folder and each weights file is hard-linked into it (no copy). Where a hard link is
  * impossible (another file system), the file's bytes are handed to ONNX Runtime in memory instead.
+ *
+ * Logging: ONNX Runtime's own log lines (coloured `[W:onnxruntime:...]` / `[E:onnxruntime:...]` on stderr) are off
+ * unless `verbose`: sessions log at severity 4 (fatal only), and so does ONNX Runtime's environment when the first
+ * Runtime is created before any session (`ort.env.logLevel`, read once, when ONNX Runtime initialises). Errors still
+ * reach the caller, as one-line `AtedmError`s naming the graph (`ortMessage`).
  */
 import * as ort from "onnxruntime-node";
-import { linkSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { linkSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from "node:fs";
 import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { AtedmError } from "../errors.js";
@@ -22,16 +27,42 @@ export type Tensor = ort.Tensor;
 export interface RuntimeOptions {
   /** Intra-op threads for ONNX Runtime. Default: the number of cores. */
   threads?: number;
+  /** Let ONNX Runtime's own warnings and errors through to stderr (log severity 2, warning). Default false (4, fatal). */
+  verbose?: boolean;
+}
+
+/** ONNX Runtime log severities: 0 verbose, 1 info, 2 warning, 3 error, 4 fatal. */
+const QUIET_SEVERITY = 4;
+const VERBOSE_SEVERITY = 2;
+
+/**
+ * An ONNX Runtime error message as one line: its lines joined, the native source location and function signature
+ * that ONNX Runtime puts before the reason (`/onnxruntime_src/.../element_wise_ops.h:563 void onnxruntime::
+ * BroadcastIterator::Init(ptrdiff_t, ptrdiff_t) `) removed, at most 400 characters.
+ */
+export function ortMessage(e: unknown): string {
+  const raw = e instanceof Error ? e.message : String(e);
+  const line = raw
+    .split(/\r?\n/)
+    .map((l) => l.trim())
+    .filter((l) => l !== "")
+    .join(" ")
+    .replace(/\S*\/onnxruntime\S*\.(?:cc|cpp|h|hpp|cu):\d+ (?:(?:[\w:<>*&,]+ )*[\w<>~]*::[\w:<>~]+\([^()]*\)(?: const)? )?/g, "");
+  return line.length > 400 ? `${line.slice(0, 400)}...` : line;
 }
 
 export class Runtime {
   readonly threads: number;
+  readonly verbose: boolean;
   private readonly tempDirs: string[] = [];
 
   constructor(options: RuntimeOptions = {}) {
     const threads = options.threads ?? availableParallelism();
     if (!Number.isInteger(threads) || threads < 1) throw new AtedmError(`Runtime: threads must be a positive integer, got ${threads}`);
     this.threads = threads;
+    this.verbose = options.verbose ?? false;
+    // Read by onnxruntime-node once, when its first session is created; later changes have no effect.
+    ort.env.logLevel = this.verbose ? "warning" : "fatal";
   }
 
   sessionOptions(): ort.InferenceSession.SessionOptions {
@@ -42,6 +73,7 @@ export class Runtime {
       graphOptimizationLevel: "all",
       enableCpuMemArena: true,
       enableMemPattern: true,
+      logSeverityLevel: this.verbose ? VERBOSE_SEVERITY : QUIET_SEVERITY,
     };
   }
 
@@ -63,7 +95,9 @@ export class Runtime {
             name = `weights${local.size}.bin`;
             local.set(file, name);
             try {
-              linkSync(file, join(dir, name));
+              // The real file: a link to a symlink (Hugging Face's cache links snapshots to blobs) would point
+              // outside the folder, which ONNX Runtime refuses.
+              linkSync(realpathSync(file), join(dir, name));
             } catch {
               inMemory.push({ path: name, data: readFileSync(file) });
             }
@@ -78,9 +112,9 @@ export class Runtime {
         );
       }
     } catch (e) {
-      throw new AtedmError(`cannot build ONNX session '${graph.name}': ${(e as Error).message.split("\n")[0]}`);
+      throw new AtedmError(`cannot build ONNX session '${graph.name}': ${ortMessage(e)}`);
     }
-    return new Session(graph.name, inner);
+    return new Session(graph.name, inner, this.verbose);
   }
 
   /** Delete the temporary model folders (the hard links, not the weights they point to). */
@@ -90,16 +124,24 @@ export class Runtime {
 }
 
 export class Session {
+  private readonly runOptions: ort.InferenceSession.RunOptions;
+
   constructor(
     readonly name: string,
     readonly inner: ort.InferenceSession,
-  ) {}
+    verbose = false,
+  ) {
+    this.runOptions = { logSeverityLevel: verbose ? VERBOSE_SEVERITY : QUIET_SEVERITY };
+  }
 
   async run(feeds: Record<string, ort.Tensor>, fetches?: readonly string[]): Promise<Record<string, ort.Tensor>> {
     try {
-      return (fetches ? await this.inner.run(feeds, fetches) : await this.inner.run(feeds)) as Record<string, ort.Tensor>;
+      return (fetches ? await this.inner.run(feeds, fetches, this.runOptions) : await this.inner.run(feeds, this.runOptions)) as Record<
+        string,
+        ort.Tensor
+      >;
     } catch (e) {
-      throw new AtedmError(`ONNX session '${this.name}' failed: ${(e as Error).message.split("\n")[0]}`);
+      throw new AtedmError(`ONNX session '${this.name}' failed: ${ortMessage(e)}`);
     }
   }
 

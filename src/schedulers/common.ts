@@ -14,8 +14,8 @@
  * missing keys get that class's own defaults (which differ between classes, e.g. `timestep_spacing`), and keys it
  * does not know are ignored.
  */
-import { readFileSync } from "node:fs";
 import { AtedmError } from "../errors.js";
+import { int, invalid, isObject, kindOf, LIMITS, num, readTextFile, type Schema, show, v as valibot } from "../io/config_schema.js";
 import { torchLinspaceF32 } from "../util/numerics.js";
 
 const f32 = Math.fround;
@@ -90,33 +90,87 @@ const ENUMS: { readonly [K in keyof SchedulerConfig]?: readonly (string | null)[
 };
 
 /**
+ * Limits of the numeric keys (the table in src/io/config_schema.ts). They are checked when a config file is parsed
+ * (`parseSchedulerConfig` / `loadSchedulerConfig`, naming the file) and again by `resolveConfig`, for configs given
+ * as objects.
+ */
+const NUMERIC: { readonly [K in keyof SchedulerConfig]?: Schema<unknown> } = {
+  num_train_timesteps: int(LIMITS.trainTimesteps),
+  beta_start: num(LIMITS.beta, { low: true, high: true }),
+  beta_end: num(LIMITS.beta, { low: true, high: true }),
+  trained_betas: valibot.nullable(
+    valibot.pipe(
+      valibot.array(num(LIMITS.beta, { low: true, high: true }), `null or a list of ${LIMITS.trainTimesteps.join("..")} numbers in (0, 1)`),
+      valibot.minLength(LIMITS.trainTimesteps[0], `null or a list of ${LIMITS.trainTimesteps.join("..")} numbers in (0, 1)`),
+      valibot.maxLength(LIMITS.trainTimesteps[1], `null or a list of ${LIMITS.trainTimesteps.join("..")} numbers in (0, 1)`),
+    ),
+  ),
+  steps_offset: int(LIMITS.stepsOffset),
+  clip_sample_range: num(LIMITS.clipSampleRange, { low: true }),
+  sigma_min: valibot.union([valibot.null(), num(LIMITS.sigma)], "null or a number in [0, 100000]"),
+  sigma_max: valibot.union([valibot.null(), num(LIMITS.sigma)], "null or a number in [0, 100000]"),
+  solver_order: int(LIMITS.solverOrder),
+  lambda_min_clipped: valibot.union([valibot.literal(-Infinity), num(LIMITS.lambdaMinClipped)], "-Infinity or a number in [-1000, 1000]"),
+};
+
+/** The file each config object returned by `parseSchedulerConfig` / `loadSchedulerConfig` was read from. */
+const SOURCES = new WeakMap<object, string>();
+
+/** The first numeric-limit violation of `raw` (keys in `keys` only), as [key, value, expected]; or cross-key ones. */
+function numericIssue(raw: RawSchedulerConfig, keys: readonly string[]): [string, unknown, string] | null {
+  for (const key of keys) {
+    const schema = NUMERIC[key as keyof SchedulerConfig];
+    if (!schema || !Object.hasOwn(raw, key) || raw[key] === undefined) continue;
+    const r = valibot.safeParse(schema, raw[key], { abortEarly: true });
+    if (!r.success) {
+      const issue = r.issues[0];
+      const index = issue.path?.find((p) => typeof p.key === "number")?.key;
+      return [index === undefined ? key : `${key}[${String(index)}]`, issue.input, issue.message];
+    }
+  }
+  return null;
+}
+
+/** Cross-key checks of a (partial) config: trained_betas has one beta per training timestep, steps_offset fits. */
+function crossKeyIssue(c: Partial<SchedulerConfig>): [string, unknown, string] | null {
+  const n = c.num_train_timesteps;
+  if (n === undefined) return null;
+  if (c.trained_betas && c.trained_betas.length !== n) {
+    return ["trained_betas", c.trained_betas, `one beta per training timestep, ${n} (num_train_timesteps), not ${c.trained_betas.length}`];
+  }
+  if (c.steps_offset !== undefined && c.steps_offset >= n) return ["steps_offset", c.steps_offset, `an integer below num_train_timesteps = ${n}`];
+  return null;
+}
+
+/**
  * Resolve a raw config against one class's defaults, as diffusers' `from_config` does: every key of `defaults` is
- * taken from `raw` when present, else from `defaults`; other keys of `raw` are ignored. Values are type-checked and
- * enum values validated; a bad value throws an `AtedmError` naming the key and the value.
+ * taken from `raw` when present, else from `defaults`; other keys of `raw` are ignored. Values are type-checked,
+ * numbers held to the limits of src/io/config_schema.ts and enum values validated; a bad value throws an
+ * `AtedmError` naming the file (when `raw` came from `loadSchedulerConfig`), the key and the value.
  */
 export function resolveConfig<K extends keyof SchedulerConfig>(
   raw: RawSchedulerConfig,
   defaults: Pick<SchedulerConfig, K>,
   className: string,
 ): Pick<SchedulerConfig, K> {
+  const source = SOURCES.get(raw) ?? "scheduler config";
+  const notValid = (key: string, value: unknown, expected: string): AtedmError =>
+    new AtedmError(`${source}: ${key} = ${show(value)} is not valid for ${className} (expected ${expected})`);
   const out = { ...defaults } as Record<string, unknown>;
+  const numeric = numericIssue(raw, Object.keys(defaults));
+  if (numeric) throw notValid(...numeric);
   for (const key of Object.keys(defaults) as K[]) {
     if (!Object.hasOwn(raw, key) || raw[key] === undefined) continue;
     const value = raw[key];
     const def = defaults[key] as unknown;
-    const bad = (expected: string): AtedmError =>
-      new AtedmError(`scheduler config: ${key} = ${JSON.stringify(value)} is not valid for ${className} (expected ${expected})`);
+    const bad = (expected: string): AtedmError => notValid(key, value, expected);
     const allowed = ENUMS[key];
     if (allowed) {
       if (!allowed.includes(value as string | null)) {
         throw bad(`one of ${allowed.map((a) => JSON.stringify(a)).join(", ")}`);
       }
-    } else if (key === "trained_betas") {
-      if (value !== null && !(Array.isArray(value) && value.every((v) => typeof v === "number"))) {
-        throw bad("null or an array of numbers");
-      }
-    } else if (key === "sigma_min" || key === "sigma_max") {
-      if (value !== null && typeof value !== "number") throw bad("null or a number");
+    } else if (NUMERIC[key]) {
+      // Checked above.
     } else if (typeof def === "boolean") {
       // diffusers only tests truthiness (`if self.config.use_karras_sigmas:`), so null means false.
       if (value === null) {
@@ -129,16 +183,8 @@ export function resolveConfig<K extends keyof SchedulerConfig>(
     }
     out[key] = value;
   }
-  const c = out as Partial<SchedulerConfig>;
-  if (c.num_train_timesteps !== undefined && !(Number.isInteger(c.num_train_timesteps) && c.num_train_timesteps >= 2)) {
-    throw new AtedmError(`scheduler config: num_train_timesteps = ${c.num_train_timesteps} must be an integer >= 2`);
-  }
-  if (c.steps_offset !== undefined && !Number.isInteger(c.steps_offset)) {
-    throw new AtedmError(`scheduler config: steps_offset = ${c.steps_offset} must be an integer`);
-  }
-  if (c.trained_betas && c.num_train_timesteps !== undefined && c.trained_betas.length !== c.num_train_timesteps) {
-    throw new AtedmError(`scheduler config: trained_betas has ${c.trained_betas.length} values but num_train_timesteps is ${c.num_train_timesteps}`);
-  }
+  const cross = crossKeyIssue(out as Partial<SchedulerConfig>);
+  if (cross) throw notValid(...cross);
   return out as Pick<SchedulerConfig, K>;
 }
 
@@ -185,21 +231,21 @@ export function parseSchedulerConfig(text: string, source = "scheduler config"):
   } catch (e) {
     throw new AtedmError(`${source}: not valid JSON (${(e as Error).message})`);
   }
-  if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
-    throw new AtedmError(`${source}: expected a JSON object`);
-  }
-  return parsed as Record<string, unknown>;
+  if (!isObject(parsed)) throw new AtedmError(`${source}: expected a JSON object, found ${kindOf(parsed)}`);
+  // The numeric keys every scheduler class may read are held to their limits here, naming the file.
+  const issue = numericIssue(parsed, Object.keys(NUMERIC)) ?? crossKeyIssue(parsed as Partial<SchedulerConfig>);
+  if (issue) throw invalid(source, ...issue);
+  SOURCES.set(parsed, source);
+  return parsed;
 }
 
-/** Read a model folder's `scheduler/scheduler_config.json` (or any scheduler config file). */
+/**
+ * Read a model folder's `scheduler/scheduler_config.json` (or any scheduler config file): a JSON object whose
+ * numeric keys are within the limits of src/io/config_schema.ts. Errors name the file; so do the errors of the
+ * schedulers later built from the returned object.
+ */
 export function loadSchedulerConfig(path: string): Record<string, unknown> {
-  let text: string;
-  try {
-    text = readFileSync(path, "utf8");
-  } catch (e) {
-    throw new AtedmError(`${path}: cannot read scheduler config (${(e as Error).message})`);
-  }
-  return parseSchedulerConfig(text, path);
+  return parseSchedulerConfig(readTextFile(path, "scheduler config"), path);
 }
 
 // ---------------------------------------------------------------------------------------------------------------
