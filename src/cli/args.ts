@@ -19,7 +19,7 @@ export function parse(argv: string[], options: Flags, command: string): { values
 
 export function int(value: string | undefined, flag: string, min = -Infinity, max = Infinity): number | undefined {
   if (value === undefined) return undefined;
-  const n = Number(value);
+  const n = value.trim() === "" ? NaN : Number(value);
   if (!Number.isInteger(n) || n < min || n > max) {
     const range = max < Infinity ? ` in [${min}, ${max}]` : min > -Infinity ? ` >= ${min}` : "";
     throw new AtedmError(`--${flag} must be an integer${range}, got '${value}'`);
@@ -30,10 +30,37 @@ export function int(value: string | undefined, flag: string, min = -Infinity, ma
 /** Seeds are 32-bit unsigned integers. */
 export const MAX_SEED = 0xffffffff;
 
-export function num(value: string | undefined, flag: string): number | undefined {
+export function num(value: string | undefined, flag: string, min = -Infinity, max = Infinity, maxExclusive = false): number | undefined {
   if (value === undefined) return undefined;
-  const n = Number(value);
-  if (!Number.isFinite(n)) throw new AtedmError(`--${flag} must be a number, got '${value}'`);
+  const n = value.trim() === "" ? NaN : Number(value);
+  if (!Number.isFinite(n) || n < min || n > max || (maxExclusive && n === max)) {
+    const range = min > -Infinity || max < Infinity ? ` in [${min}, ${max}${maxExclusive ? ")" : "]"}` : "";
+    throw new AtedmError(`--${flag} must be a number${range}, got '${value}'`);
+  }
+  return n;
+}
+
+/**
+ * The hard limits of the numeric flags, checked when the flags are parsed (before any model loads or any memory
+ * is sized by them) and stated in each command's --help.
+ */
+export const LIMITS = {
+  steps: 1000,
+  size: 4096,
+  threads: 256,
+  seeds: 1000,
+  count: 1_000_000,
+  iterations: 100,
+  guidance: 100,
+} as const;
+
+/** An image side in pixels: a multiple of 8 in [8, LIMITS.size]. */
+export function size(value: string | undefined, flag: string): number | undefined {
+  if (value === undefined) return undefined;
+  const n = value.trim() === "" ? NaN : Number(value);
+  if (!Number.isInteger(n) || n < 8 || n > LIMITS.size || n % 8 !== 0) {
+    throw new AtedmError(`--${flag} must be a positive multiple of 8 up to ${LIMITS.size}, got '${value}'`);
+  }
   return n;
 }
 

@@ -1,7 +1,8 @@
 /** `atedm export-shapes`: write the synthetic shapes training set (images + captions) for training/. */
-import { exportDataset } from "../shapes/export.js";
 import { AtedmError } from "../errors.js";
-import { int, MAX_SEED, num, parse, type Flags } from "./args.js";
+import { exportDataset } from "../shapes/export.js";
+import { type Flags, int, LIMITS, MAX_SEED, num, parse } from "./args.js";
+import { checkOutputDir } from "./outputs.js";
 
 const flags: Flags = {
   out: { type: "string" },
@@ -15,10 +16,11 @@ export const EXPORT_SHAPES_HELP = `Usage: atedm export-shapes --out DIR --count 
 Render N captioned 32x32 images of the shapes grammar (held-out one-object captions excluded) into
 DIR/shapes.safetensors (tensor 'images', U8 [N, 32, 32, 3]), DIR/captions.json and DIR/meta.json.
 
-  --out DIR                  output folder (created if missing).
-  --count N                  number of images.
-  --seed S                   data set seed (default 0); the same seed and count give identical files.
-  --two-object-fraction F    share of two-object scenes (default 0.25).
+  --out DIR                  output folder (created if missing; checked before any image is drawn).
+  --count N                  number of images, 1..${LIMITS.count} (3 KB each, held in memory).
+  --seed S                   data set seed, an integer in [0, 2^32) (default 0); the same seed and count give
+                             identical files.
+  --two-object-fraction F    share of two-object scenes, in [0, 1] (default 0.25).
 `;
 
 export async function exportShapesCommand(argv: string[]): Promise<number> {
@@ -27,14 +29,14 @@ export async function exportShapesCommand(argv: string[]): Promise<number> {
     process.stdout.write(EXPORT_SHAPES_HELP);
     return 0;
   }
-  if (!v.out) throw new AtedmError("export-shapes: --out DIR is required");
-  const count = int(v.count as string | undefined, "count", 1);
+  const out = v.out as string | undefined;
+  if (out === undefined) throw new AtedmError("export-shapes: --out DIR is required");
+  const count = int(v.count as string | undefined, "count", 1, LIMITS.count);
   if (count === undefined) throw new AtedmError("export-shapes: --count N is required");
-  const { seconds } = exportDataset(v.out as string, {
-    count,
-    seed: int(v.seed as string | undefined, "seed", 0, MAX_SEED) ?? 0,
-    twoObjectFraction: num(v["two-object-fraction"] as string | undefined, "two-object-fraction") ?? 0.25,
-  });
-  process.stderr.write(`wrote ${count} images to ${v.out} in ${seconds.toFixed(2)} s\n`);
+  const seed = int(v.seed as string | undefined, "seed", 0, MAX_SEED) ?? 0;
+  const twoObjectFraction = num(v["two-object-fraction"] as string | undefined, "two-object-fraction", 0, 1) ?? 0.25;
+  checkOutputDir(out, "out");
+  const { seconds } = exportDataset(out, { count, seed, twoObjectFraction });
+  process.stderr.write(`wrote ${count} images to ${out} in ${seconds.toFixed(2)} s\n`);
   return 0;
 }

@@ -5,7 +5,7 @@ import { componentConfig, hasComponent, readJson, readModelIndex } from "../io/d
 import { resolveUNetConfig, type UNetConfig } from "../models/unet_structure.js";
 import { methodFlops, unetFlops, type UNetFlops } from "../metrics/flops.js";
 import type { PruningMethod } from "../models/pruning_hook.js";
-import { int, parse, type Flags } from "./args.js";
+import { type Flags, int, LIMITS, parse, size } from "./args.js";
 import { makeMethod, pruningFlags, PRUNING_HELP } from "./pruning_flags.js";
 
 const flags: Flags = {
@@ -19,6 +19,8 @@ const flags: Flags = {
   ...pruningFlags,
 };
 
+const MAX_VAE_SCALE = 64;
+
 export const FLOPS_HELP = `Usage: atedm flops (--model DIR | --unet-config FILE) [--height H --width W] [pruning options] [--json]
 
 Analytic FLOPs of one U-Net call at batch 1 (2 FLOPs per multiply-add of every convolution, linear layer and
@@ -28,9 +30,10 @@ pruning-overhead line (G-WPR iterations, recovery similarity).
 
   --model DIR              diffusers model folder (reads unet/config.json and the VAE's scale factor).
   --unet-config FILE       a UNet2DConditionModel config.json instead of a model folder.
-  --height H --width W     image size in pixels (default: sample_size x VAE scale factor).
-  --vae-scale F            pixels per latent pixel (default: from the model's VAE, 8 with --unet-config).
-  --steps N                denoising steps the schedule runs over (default 20).
+  --height H --width W     image size in pixels: multiples of 8 up to ${LIMITS.size}, and of the VAE scale factor
+                           (default: sample_size x VAE scale factor).
+  --vae-scale F            pixels per latent pixel, 1..${MAX_VAE_SCALE} (default: from the model's VAE, 8 with --unet-config).
+  --steps N                denoising steps the schedule runs over, 1..${LIMITS.steps} (default 20).
   --json                   one JSON object on stdout: unet_tflops, unet_tflops_pruned, flops_saving, breakdowns.
 
 ${PRUNING_HELP}
@@ -42,8 +45,13 @@ export async function flopsCommand(argv: string[]): Promise<number> {
     process.stdout.write(FLOPS_HELP);
     return 0;
   }
+  // The flags are checked before any config is read (--steps sizes an array per step).
+  let vaeScale = int(v["vae-scale"] as string | undefined, "vae-scale", 1, MAX_VAE_SCALE);
+  const steps = int(v.steps as string | undefined, "steps", 1, LIMITS.steps) ?? 20;
+  const heightFlag = size(v.height as string | undefined, "height");
+  const widthFlag = size(v.width as string | undefined, "width");
+  const method = makeMethod(v);
   let cfg: UNetConfig;
-  let vaeScale = int(v["vae-scale"] as string | undefined, "vae-scale", 1);
   if (v.model) {
     const dir = v.model as string;
     cfg = resolveUNetConfig(componentConfig(dir, "unet"), join(dir, "unet", "config.json"));
@@ -58,12 +66,10 @@ export async function flopsCommand(argv: string[]): Promise<number> {
     throw new AtedmError("flops: give --model DIR or --unet-config FILE");
   }
   vaeScale ??= 8;
-  const height = int(v.height as string | undefined, "height", 1) ?? cfg.sample_size * vaeScale;
-  const width = int(v.width as string | undefined, "width", 1) ?? cfg.sample_size * vaeScale;
+  const height = heightFlag ?? cfg.sample_size * vaeScale;
+  const width = widthFlag ?? cfg.sample_size * vaeScale;
   if (height % vaeScale || width % vaeScale) throw new AtedmError(`--height/--width must be multiples of ${vaeScale}`);
   const latent: [number, number] = [height / vaeScale, width / vaeScale];
-  const steps = int(v.steps as string | undefined, "steps", 1) ?? 20;
-  const method = makeMethod(v);
 
   const base = unetFlops(cfg, { latent });
   const perStep = method ? stepFlops(cfg, method, latent, steps) : [];

@@ -1,17 +1,20 @@
 /** `atedm generate`: text to image, optionally with AT-EDM or ToMe pruning. */
-import { mkdirSync } from "node:fs";
+import { mkdirSync, readdirSync, rmSync } from "node:fs";
+import { basename, dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { AtedmError } from "../errors.js";
+import { describeErrno, toRGB8, writePng } from "../io/png.js";
 import { readSafetensors, writeSafetensors } from "../io/safetensors.js";
-import { toRGB8, writePng } from "../io/png.js";
 import { median } from "../metrics/timing.js";
 import { loadPipeline, type TextToImagePipeline } from "../pipeline/text_to_image.js";
-import { applyPruning, type PruningMethod } from "../pruning/index.js";
+import { applyPruning } from "../pruning/index.js";
 import { SCHEDULER_NAMES } from "../schedulers/index.js";
-import { int, MAX_SEED, num, oneOf, parse, type Flags } from "./args.js";
+import { type Flags, int, LIMITS, MAX_SEED, num, oneOf, parse, size } from "./args.js";
 import { saveMasks, type StepMasks } from "./masks.js";
-import { Progress } from "./progress.js";
-import { makeMethod, pruningFlags, PRUNING_HELP } from "./pruning_flags.js";
+import { checkDistinct, checkOutputDir, checkOutputFile } from "./outputs.js";
+import { Progress, progressMode, status } from "./progress.js";
+import { makeMethod, methodReport, PRUNING_HELP, pruningFlags } from "./pruning_flags.js";
+import { atedmVersion } from "./version.js";
 
 export const DEFAULT_MODEL = fileURLToPath(new URL("../../models/shapes", import.meta.url));
 
@@ -30,36 +33,44 @@ const flags: Flags = {
   "save-masks": { type: "string" },
   threads: { type: "string" },
   json: { type: "boolean" },
+  progress: { type: "boolean" },
+  verbose: { type: "boolean" },
   ...pruningFlags,
 };
 
 export const GENERATE_HELP = `Usage: atedm generate [PROMPT] [options]
 
-Generate an image from a text prompt with a Stable Diffusion model in the diffusers folder layout.
+Generate an image from a text prompt with a Stable Diffusion model in the diffusers folder layout. Every flag and
+every output path is checked before the model loads.
 
 Model and output
   --model DIR              diffusers model folder (model_index.json, unet/, text_encoder/, ...).
                            Default: the embedded shapes model (models/shapes).
-  --out FILE.png           where to write the image (default out.png). Written whole or not at all.
+  --out FILE.png           where to write the image (default out.png); its folder must exist. Written whole or
+                           not at all.
   --save-latents FILE      also write the final latents (tensor 'latents', before VAE decoding) as safetensors.
-  --json                   print one JSON object on stdout (model, steps, timings, FLOPs, outputs, pruning);
-                           no progress bar.
+  --json                   print one JSON object on stdout: the prompt, every setting the image was made with
+                           (seed, steps, guidance, scheduler, size, model, method and its options), timings,
+                           FLOPs, outputs and atedm's version; no progress bar.
+  --progress               show progress even when stderr is not a terminal: a plain line now and then.
+  --verbose                let ONNX Runtime print its own log lines (warnings and above).
 
 Sampling
   --negative TEXT          negative prompt (default: none; SD encodes "", SD-XL uses zero embeddings).
-  --steps N                denoising steps (default 20).
-  --guidance G             classifier-free guidance scale; <= 1 disables it (default: the model's atedm.json,
-                           else 7.5, SD-XL 5.0; the embedded shapes model uses 4).
+  --steps N                denoising steps, 1..${LIMITS.steps} (default 20).
+  --guidance G             classifier-free guidance scale in [0, ${LIMITS.guidance}]; <= 1 disables it (default: the
+                           model's atedm.json, else 7.5, SD-XL 5.0; the embedded shapes model uses 4).
   --seed S                 seed of the initial noise, an integer in [0, 2^32) (default 0). Same seed, same image.
-  --height H --width W     image size in pixels, multiples of the VAE factor (default: the model's native size).
+  --height H --width W     image size in pixels: multiples of 8 up to ${LIMITS.size}, and of the model's VAE factor
+                           (default: the model's native size).
   --scheduler NAME         ${SCHEDULER_NAMES.join(" | ")} (default euler); betas etc. come from the model's config.
   --latents FILE           start from the tensor 'latents' [1, C, h, w] float32 of this safetensors file instead of
                            seeded noise (the pipeline multiplies it by the scheduler's init_noise_sigma).
-  --threads T              ONNX Runtime intra-op threads (default: all cores).
+  --threads T              ONNX Runtime intra-op threads, 1..${LIMITS.threads} (default: all cores).
 
 ${PRUNING_HELP}
   --save-masks DIR         (atedm) per step and attention block, write a PNG of the kept tokens over the image and
-                           a heat map of the token scores into DIR.
+                           a heat map of the token scores into DIR (created if missing).
 `;
 
 export async function generateCommand(argv: string[]): Promise<number> {
@@ -68,45 +79,63 @@ export async function generateCommand(argv: string[]): Promise<number> {
     process.stdout.write(GENERATE_HELP);
     return 0;
   }
+  const str = (k: string) => v[k] as string | undefined;
+  // Everything the user typed is checked here, before the model loads.
   if (positionals.length > 1) throw new AtedmError(`generate takes one PROMPT (quote it), got ${positionals.length} words`);
   const prompt = positionals[0] ?? "";
+  const negative = str("negative") ?? null;
   const json = v.json === true;
-  const modelDir = (v.model as string | undefined) ?? DEFAULT_MODEL;
-  const out = (v.out as string | undefined) ?? "out.png";
-  const steps = int(v.steps as string | undefined, "steps", 1) ?? 20;
-  const threads = int(v.threads as string | undefined, "threads", 1);
-  const seed = int(v.seed as string | undefined, "seed", 0, MAX_SEED);
-  if (seed !== undefined && seed > 0xffffffff) throw new AtedmError(`--seed must be below 2^32, got ${seed}`);
-  const scheduler = oneOf(v.scheduler as string | undefined, "scheduler", SCHEDULER_NAMES);
+  const modelDir = str("model") ?? DEFAULT_MODEL;
+  if (!modelDir.trim()) throw new AtedmError("--model: the folder name is empty");
+  const steps = int(str("steps"), "steps", 1, LIMITS.steps) ?? 20;
+  const threads = int(str("threads"), "threads", 1, LIMITS.threads);
+  const seed = int(str("seed"), "seed", 0, MAX_SEED);
+  const guidance = num(str("guidance"), "guidance", 0, LIMITS.guidance);
+  const height = size(str("height"), "height");
+  const width = size(str("width"), "width");
+  const scheduler = oneOf(str("scheduler"), "scheduler", SCHEDULER_NAMES);
+  const method = makeMethod(v);
+  const masksDir = str("save-masks");
+  if (masksDir !== undefined && method?.name !== "atedm") throw new AtedmError("--save-masks needs --method atedm");
+  const out = checkOutputFile(str("out") ?? "out.png", "out");
+  const latentsOut = str("save-latents") === undefined ? undefined : checkOutputFile(str("save-latents")!, "save-latents");
+  if (masksDir !== undefined) checkOutputDir(masksDir, "save-masks");
+  checkDistinct([
+    ["out", out],
+    ["save-latents", latentsOut],
+    ["save-masks", masksDir],
+  ]);
   let latents: Float32Array | undefined;
-  if (v.latents) {
-    const t = readSafetensors(v.latents as string).get("latents");
-    if (!t) throw new AtedmError(`${v.latents}: no tensor named 'latents'`);
-    if (!(t.data instanceof Float32Array)) throw new AtedmError(`${v.latents}: tensor 'latents' must be float32`);
+  const latentsIn = str("latents");
+  if (latentsIn !== undefined) {
+    if (!latentsIn.trim()) throw new AtedmError("--latents: the file name is empty");
+    const t = readSafetensors(latentsIn).get("latents");
+    if (!t) throw new AtedmError(`${latentsIn}: no tensor named 'latents'`);
+    if (!(t.data instanceof Float32Array)) throw new AtedmError(`${latentsIn}: tensor 'latents' must be float32`);
     latents = t.data;
   }
 
-  const pipe = await loadPipeline(modelDir, threads ? { threads } : {});
+  const mode = progressMode({ progress: v.progress === true, json });
+  status(mode, `loading ${modelDir} ...`);
+  const pipe = await loadPipeline(modelDir, { threads, verbose: v.verbose === true });
   try {
-    const method = makeMethod(v);
     if (method) applyPruning(pipe, method);
-    if (v["save-masks"] && method?.name !== "atedm") throw new AtedmError("--save-masks needs --method atedm");
-    const progress = new Progress(steps, "generate", !json && process.stderr.isTTY === true);
+    const progress = new Progress(steps, "generate", mode);
     const masks: StepMasks[] = [];
     const result = await pipe.generate({
       prompt,
-      negativePrompt: (v.negative as string | undefined) ?? null,
+      negativePrompt: negative,
       steps,
-      guidance: num(v.guidance as string | undefined, "guidance"),
+      guidance,
       seed,
-      height: int(v.height as string | undefined, "height", 1),
-      width: int(v.width as string | undefined, "width", 1),
+      height,
+      width,
       scheduler,
       latents,
-      withMasks: Boolean(v["save-masks"]),
+      withMasks: masksDir !== undefined,
       onStep: (s) => {
         progress.update(s.step + 1);
-        if (v["save-masks"]) masks.push({ step: s.step, extras: s.unet.extras });
+        if (masksDir !== undefined) masks.push({ step: s.step, extras: s.unet.extras });
       },
     });
     progress.done();
@@ -115,17 +144,33 @@ export async function generateCommand(argv: string[]): Promise<number> {
     const [, H, W] = result.imageDims as [number, number, number];
     writePng(out, toRGB8(result.image, H, W), H, W);
     const outputs: Record<string, string> = { image: out };
-    if (v["save-latents"]) {
-      writeSafetensors(v["save-latents"] as string, { latents: { dims: result.latentDims, data: result.latents } });
-      outputs.latents = v["save-latents"] as string;
+    if (latentsOut !== undefined) {
+      writeLatents(latentsOut, result.latentDims, result.latents);
+      outputs.latents = latentsOut;
     }
-    if (v["save-masks"]) {
-      const dir = v["save-masks"] as string;
-      mkdirSync(dir, { recursive: true });
-      outputs.masks = dir;
-      saveMasks(dir, masks, pipe.unet.blocks, result, pipe.vaeScaleFactor);
+    if (masksDir !== undefined) {
+      try {
+        mkdirSync(masksDir, { recursive: true });
+      } catch (e) {
+        const err = e as NodeJS.ErrnoException;
+        throw new AtedmError(`cannot create ${masksDir}: ${describeErrno(err.code, err.message)}`);
+      }
+      outputs.masks = masksDir;
+      saveMasks(masksDir, masks, pipe.unet.blocks, result, pipe.vaeScaleFactor);
     }
-    if (json) process.stdout.write(JSON.stringify(report(pipe, method, modelDir, steps, result, outputs), null, 1) + "\n");
+    const settings = {
+      prompt,
+      negative_prompt: negative,
+      seed: latents ? null : (seed ?? 0),
+      latents: latentsIn ?? null,
+      steps,
+      guidance: guidance ?? pipe.defaultGuidance,
+      scheduler: scheduler ?? "euler",
+      height: H,
+      width: W,
+      threads: pipe.runtime.threads,
+    };
+    if (json) process.stdout.write(JSON.stringify(report(pipe, methodReport(method, v), modelDir, settings, result, outputs), null, 1) + "\n");
     else process.stderr.write(`wrote ${out} (${steps} steps in ${result.secondsTotal.toFixed(2)} s)\n`);
     return 0;
   } finally {
@@ -133,26 +178,47 @@ export async function generateCommand(argv: string[]): Promise<number> {
   }
 }
 
+/**
+ * writeSafetensors is atomic (temp file + rename), but its temp file `<path>.tmp-<pid>-<ms>` outlives a failed
+ * write; remove this process's before reporting the failure as one line naming the path.
+ */
+function writeLatents(path: string, dims: number[], data: Float32Array): void {
+  try {
+    writeSafetensors(path, { latents: { dims, data } });
+  } catch (e) {
+    const dir = dirname(path);
+    const prefix = `${basename(path)}.tmp-${process.pid}-`;
+    try {
+      for (const f of readdirSync(dir)) if (f.startsWith(prefix)) rmSync(join(dir, f), { force: true });
+    } catch {
+      // the folder itself is unreadable: nothing more to clean
+    }
+    if (e instanceof AtedmError) throw e;
+    const err = e as NodeJS.ErrnoException;
+    throw new AtedmError(`cannot write ${path}: ${describeErrno(err.code, err.message)}`);
+  }
+}
+
 function report(
   pipe: TextToImagePipeline,
-  method: PruningMethod | null,
+  method: ReturnType<typeof methodReport>,
   model: string,
-  steps: number,
+  settings: Record<string, unknown>,
   r: Awaited<ReturnType<TextToImagePipeline["generate"]>>,
   outputs: Record<string, string>,
 ) {
   const [, , h, w] = r.latentDims as [number, number, number, number];
   const flops = pipe.unetFlopsPerStep(h, w, r.stepInfo);
   return {
+    atedm_version: atedmVersion(),
     model,
-    steps,
+    ...settings,
+    ...method,
     seconds_total: r.secondsTotal,
     seconds_per_step: median(r.stepSeconds),
     unet_tflops_per_step: flops.pruned / 1e12,
     unet_tflops_unpruned: flops.unpruned / 1e12,
     flops_saving: 1 - flops.pruned / flops.unpruned,
-    method: method?.name ?? "none",
-    ratio: method?.nominalRatio ?? 0,
     /** Per attention block: the tokens through its later layers at each step. */
     kept_tokens: Object.fromEntries(pipe.unet.blocks.map((b) => [b.path, r.stepInfo.map((s) => s.keptTokens[b.path])])),
     output: outputs,

@@ -3,6 +3,7 @@
  * and exit code 1 (2 for usage errors); stack traces are shown only with ATEDM_DEBUG=1.
  */
 import { AtedmError } from "../errors.js";
+import { atedmVersion } from "./version.js";
 
 const HELP = `Usage: atedm <command> [options]
 
@@ -14,7 +15,8 @@ Commands
   eval-alignment      text-image alignment of a shapes model on a prompt file
   export-shapes       write the synthetic shapes training set
 
-'atedm <command> --help' explains every flag of a command.
+'atedm <command> --help' (or 'atedm help <command>') explains every flag of a command.
+'atedm --version' prints the version.
 `;
 
 type Command = (argv: string[]) => Promise<number>;
@@ -27,12 +29,24 @@ const commands: Record<string, () => Promise<Command>> = {
 };
 
 export async function main(argv: string[]): Promise<number> {
-  const [name, ...rest] = argv;
+  // ONNX Runtime's Linux build starts a telemetry client that leaves mat-debug-<pid>.log and .ses in the temp
+  // folder of every process that creates a session (read when the first session is created); off unless the
+  // user set ORT_DISABLE_TELEMETRY themselves.
+  process.env.ORT_DISABLE_TELEMETRY ??= "1";
+  let [name, ...rest] = argv;
+  if (name === "--version" || name === "-V") {
+    process.stdout.write(`atedm ${atedmVersion()}\n`);
+    return 0;
+  }
+  if (name === "help" && rest.length) {
+    // `atedm help generate` is `atedm generate --help`
+    [name, ...rest] = [rest[0]!, "--help"];
+  }
   if (!name || name === "--help" || name === "-h" || name === "help") {
     process.stdout.write(HELP);
     return name ? 0 : 2;
   }
-  const load = commands[name];
+  const load = Object.hasOwn(commands, name) ? commands[name] : undefined;
   if (!load) {
     process.stderr.write(`atedm: unknown command '${name}'\n\n${HELP}`);
     return 2;

@@ -1,13 +1,14 @@
 /** The pruning flags shared by `generate`, `flops` and `eval-alignment`: one flag per option of the library API. */
 import { AtedmError } from "../errors.js";
-import { AtEdm } from "../pruning/atedm.js";
+import { ATEDM_GRAPH_DEFAULTS, AtEdm } from "../pruning/atedm.js";
 import { MASK_SHARING, PRUNING_POINTS, RECOVERY_VARIANTS, SCORE_VARIANTS } from "../pruning/atedm_math.js";
 import type { PruningMethod } from "../models/pruning_hook.js";
 import { Tome } from "../pruning/tome_method.js";
-import { int, num, oneOf, type Flags, type Values } from "./args.js";
+import { int, LIMITS, MAX_SEED, num, oneOf, type Flags, type Values } from "./args.js";
 
 export const METHODS = ["none", "atedm", "tome"] as const;
 export const SCHEDULES = ["dsap", "none", "ramp"] as const;
+const TOME_MAX_STRIDE = 64;
 
 export const pruningFlags: Flags = {
   method: { type: "string" },
@@ -35,16 +36,16 @@ export const PRUNING_HELP = `Token pruning
                            first attention block of each down stage and the last of each up stage unpruned).
   AT-EDM variants (defaults are the SPEC's):
   --score NAME             ${SCORE_VARIANTS.join(" | ")} (default gwpr).
-  --iterations K           G-WPR iterations (default 10).
+  --iterations K           G-WPR iterations, 1..${LIMITS.iterations} (default 10).
   --damping D              G-WPR damping in [0, 1) (default 0).
   --recovery NAME          ${RECOVERY_VARIANTS.join(" | ")} (default copy).
   --pruning-point P        auto | after-layer1 | after-attn1 (default auto: after layer 1, or after its
                            self-attention in blocks of depth 1).
   --mask-sharing M         per-element | conditional (default per-element: each CFG half ranks its own tokens).
-  --pruning-seed S         seed of the 'random' score (default 0).
+  --pruning-seed S         seed of the 'random' score, an integer in [0, 2^32) (default 0).
   ToMe options (tomesd semantics):
-  --tome-max-downsample D  merge only in blocks with downsample <= D (default 1).
-  --tome-sx X --tome-sy Y  destination cell size (default 2 x 2).
+  --tome-max-downsample D  merge only in blocks with downsample <= D: 1, 2, 4 or 8 (default 1).
+  --tome-sx X --tome-sy Y  destination cell size, 1..${TOME_MAX_STRIDE} each (default 2 x 2).
   --tome-no-rand           fixed (top-left) destination in each cell instead of a seeded random one.
   --tome-merge LIST        sub-layers to merge, comma-separated from attn,crossattn,mlp (default attn).`;
 
@@ -64,27 +65,46 @@ export function makeMethod(v: Values): PruningMethod | null {
       ratio,
       schedule,
       score: oneOf(s("score"), "score", SCORE_VARIANTS),
-      iterations: int(s("iterations"), "iterations", 1),
-      damping: num(s("damping"), "damping"),
+      iterations: int(s("iterations"), "iterations", 1, LIMITS.iterations),
+      damping: num(s("damping"), "damping", 0, 1, true),
       recovery: oneOf(s("recovery"), "recovery", RECOVERY_VARIANTS),
       pruningPoint: oneOf(s("pruning-point"), "pruning-point", PRUNING_POINTS),
       maskSharing: oneOf(s("mask-sharing"), "mask-sharing", MASK_SHARING),
-      seed: int(s("pruning-seed"), "pruning-seed", 0),
+      seed: int(s("pruning-seed"), "pruning-seed", 0, MAX_SEED),
     });
   }
   const merge = (s("tome-merge") ?? "attn").split(",").map((x) => x.trim());
   for (const m of merge)
     if (!["attn", "crossattn", "mlp"].includes(m)) throw new AtedmError(`--tome-merge: unknown sub-layer '${m}' (attn, crossattn, mlp)`);
+  const maxDownsample = int(s("tome-max-downsample"), "tome-max-downsample", 1, 8);
+  if (maxDownsample !== undefined && ![1, 2, 4, 8].includes(maxDownsample)) {
+    throw new AtedmError(`--tome-max-downsample must be 1, 2, 4 or 8, got '${s("tome-max-downsample")}'`);
+  }
   return new Tome({
     ratio,
     schedule,
-    maxDownsample: int(s("tome-max-downsample"), "tome-max-downsample", 1),
-    sx: int(s("tome-sx"), "tome-sx", 1),
-    sy: int(s("tome-sy"), "tome-sy", 1),
+    maxDownsample,
+    sx: int(s("tome-sx"), "tome-sx", 1, TOME_MAX_STRIDE),
+    sy: int(s("tome-sy"), "tome-sy", 1, TOME_MAX_STRIDE),
     useRand: v["tome-no-rand"] ? false : undefined,
-    seed: int(s("pruning-seed"), "pruning-seed", 0),
+    seed: int(s("pruning-seed"), "pruning-seed", 0, MAX_SEED),
     mergeAttn: merge.includes("attn"),
     mergeCrossattn: merge.includes("crossattn"),
     mergeMlp: merge.includes("mlp"),
   });
+}
+
+/** The method and every option it runs with (defaults filled in), for --json reports. */
+export function methodReport(method: PruningMethod | null, v: Values): { method: string; ratio: number; method_options: Record<string, unknown> } {
+  if (!method) return { method: "none", ratio: 0, method_options: {} };
+  const schedule = (v.schedule as string | undefined) ?? (method.name === "tome" ? "none" : "dsap");
+  let options: Record<string, unknown> = {};
+  if (method instanceof AtEdm) {
+    const g = method.graphOptions as unknown as Record<string, unknown>;
+    options = { ...Object.fromEntries(Object.keys(ATEDM_GRAPH_DEFAULTS).map((k) => [k, g[k]])), seed: method.seed };
+  } else if (method instanceof Tome) {
+    const { ratio: _ratio, ...rest } = method.options;
+    options = rest;
+  }
+  return { method: method.name, ratio: method.nominalRatio, method_options: { schedule, ...options } };
 }

@@ -4,8 +4,8 @@
  *  - `atedmSpawn(...args)`: a real process, `node --import tsx test/helpers/cli.ts ARGS`; this file, run as the
  *    entry point, does what bin/atedm.js does (`process.exitCode = await main(argv)`), on the sources instead of dist/.
  *  - `atedmInProcess(args)`: `main(args)` in the test process, with what it writes to process.stdout/stderr captured,
- *    its return value as the exit code, the current directory a fresh empty one (the files it wrote there are
- *    listed), and the option names of every `parseArgs` call it made (so a test can derive a command's flags from
+ *    its return value as the exit code, stdout/stderr seen as non-terminals (isTTY false), the current directory a
+ *    fresh empty one (the files it wrote there are listed), and the option names of every `parseArgs` call it made (so a test can derive a command's flags from
  *    its parser instead of hard-coding them). Everything patched is restored in a finally block.
  */
 import { AsyncLocalStorage } from "node:async_hooks";
@@ -65,6 +65,9 @@ let running = false;
 function capture(stream: NodeJS.WriteStream, key: keyof Sink): () => void {
   const hadOwn = Object.hasOwn(stream, "write");
   const original = stream.write;
+  // What main() writes goes into a buffer, not a terminal: it must see a non-terminal stream (no progress bar).
+  const tty = Object.getOwnPropertyDescriptor(stream, "isTTY");
+  Object.defineProperty(stream, "isTTY", { value: false, configurable: true, writable: true });
   stream.write = function write(this: NodeJS.WriteStream, chunk: unknown, ...rest: unknown[]): boolean {
     const sink = inCli.getStore();
     // The test runner's reporter also writes to process.stdout: let everything outside main() through.
@@ -78,6 +81,8 @@ function capture(stream: NodeJS.WriteStream, key: keyof Sink): () => void {
   return () => {
     if (hadOwn) stream.write = original;
     else delete (stream as { write?: unknown }).write;
+    if (tty) Object.defineProperty(stream, "isTTY", tty);
+    else delete (stream as { isTTY?: boolean }).isTTY;
   };
 }
 
