@@ -27,7 +27,7 @@ const tmp = mkdtempSync(join(tmpdir(), "atedm-cli-"));
 const VERSION = (JSON.parse(readFileSync(join(here, "..", "package.json"), "utf8")) as { version: string }).version;
 
 /** What atedmInProcess patches while main() runs, as it was (not process.exitCode: node:test sets it when a test fails; not
- * ORT_DISABLE_TELEMETRY, which main() sets for the whole process). */
+ * ORT_DISABLE_TELEMETRY, which the Runtime sets for the whole process). */
 const processState = () => [
   process.cwd(),
   process.stdout.write,

@@ -14,9 +14,6 @@ import { appendCoordChannels } from "../src/pipeline/coord_channels.js";
 import { torchLinspaceF32 as linspace } from "../src/util/numerics.js";
 import { loadPipeline } from "../src/pipeline/text_to_image.js";
 
-// ONNX Runtime's telemetry client would leave mat-debug-<pid>.log (and .ses) in the temp folder (read at the first session).
-process.env.ORT_DISABLE_TELEMETRY ??= "1";
-
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const MODEL = join(root, "models", "shapes");
 

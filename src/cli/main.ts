@@ -29,10 +29,6 @@ const commands: Record<string, () => Promise<Command>> = {
 };
 
 export async function main(argv: string[]): Promise<number> {
-  // ONNX Runtime's Linux build starts a telemetry client that leaves mat-debug-<pid>.log and .ses in the temp
-  // folder of every process that creates a session (read when the first session is created); off unless the
-  // user set ORT_DISABLE_TELEMETRY themselves.
-  process.env.ORT_DISABLE_TELEMETRY ??= "1";
   let [name, ...rest] = argv;
   if (name === "--version" || name === "-V") {
     process.stdout.write(`atedm ${atedmVersion()}\n`);

@@ -61,6 +61,10 @@ export class Runtime {
     if (!Number.isInteger(threads) || threads < 1) throw new AtedmError(`Runtime: threads must be a positive integer, got ${threads}`);
     this.threads = threads;
     this.verbose = options.verbose ?? false;
+    // ONNX Runtime's Linux build starts a telemetry client that leaves mat-debug-<pid>.log and .ses in the temp
+    // folder of every process that creates a session (read when the first session is created); off unless the
+    // user set ORT_DISABLE_TELEMETRY themselves.
+    process.env.ORT_DISABLE_TELEMETRY ??= "1";
     // Read by onnxruntime-node once, when its first session is created; later changes have no effect.
     ort.env.logLevel = this.verbose ? "warning" : "fatal";
   }

@@ -10,10 +10,6 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { readSafetensors, type HostTensor } from "../../src/io/safetensors.js";
 
-// ONNX Runtime's telemetry client leaves mat-debug-<pid>.log (and .ses) in the temp folder of every process that
-// creates a session; every test file that runs ONNX Runtime imports this module first (it is read at the first session).
-process.env.ORT_DISABLE_TELEMETRY ??= "1";
-
 const here = dirname(fileURLToPath(import.meta.url));
 /** `../shared/fixtures` beside the checkout (CI lays it there too). */
 export const FIXTURES = resolve(here, "../../../shared/fixtures");
