@@ -16,6 +16,7 @@ export type {
   TomeMethodOptions,
 } from "./pruning/index.js";
 export { UNet2DConditionModel } from "./models/unet_model.js";
-export { unetFlops } from "./metrics/flops.js";
+export { methodFlops, unetFlops } from "./metrics/flops.js";
+export { estimateGenerationMemory, type GenerationMemoryEstimate } from "./metrics/memory.js";
 export { Runtime } from "./runtime/session.js";
 export { AtedmError } from "./errors.js";

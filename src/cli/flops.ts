@@ -2,6 +2,7 @@
 import { join } from "node:path";
 import { AtedmError } from "../errors.js";
 import { componentConfig, hasComponent, readJson, readModelIndex } from "../io/diffusers.js";
+import { resolveVAEConfig } from "../models/vae.js";
 import { resolveUNetConfig, type UNetConfig } from "../models/unet_structure.js";
 import { methodFlops, unetFlops, type UNetFlops } from "../metrics/flops.js";
 import type { PruningMethod } from "../models/pruning_hook.js";
@@ -57,7 +58,9 @@ export async function flopsCommand(argv: string[]): Promise<number> {
     cfg = resolveUNetConfig(componentConfig(dir, "unet"), join(dir, "unet", "config.json"));
     if (vaeScale === undefined) {
       const index = readModelIndex(dir);
-      vaeScale = hasComponent(index, "vae") ? 2 ** (((componentConfig(dir, "vae").block_out_channels as number[]) ?? [0]).length - 1) : 1;
+      vaeScale = hasComponent(index, "vae")
+        ? 2 ** (resolveVAEConfig(componentConfig(dir, "vae"), join(dir, "vae", "config.json")).block_out_channels.length - 1)
+        : 1;
     }
   } else if (v["unet-config"]) {
     const file = v["unet-config"] as string;
