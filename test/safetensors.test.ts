@@ -2,7 +2,7 @@
 import { after, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
-import { closeSync, constants, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { closeSync, constants, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { SafetensorsFile, WeightStore, f16ToF32, writeSafetensors, readSafetensors } from "../src/io/safetensors.js";
@@ -338,4 +338,14 @@ test("rule 7: every shard of a sharded index lies inside the index's folder (no 
   const ok = WeightStore.open(index("ok.safetensors.index.json", { a: "in.safetensors" }));
   assert.deepEqual([...ok.readF32("a")], [1]);
   ok.close();
+});
+
+test("a failed write leaves no temp file behind and says why in one line", () => {
+  const d = join(dir, "failed-write");
+  mkdirSync(join(d, "x.safetensors"), { recursive: true }); // the target is a directory: the final rename fails
+  assert.throws(
+    () => writeSafetensors(join(d, "x.safetensors"), { a: { dims: [1], data: Float32Array.from([1]) } }),
+    (e: unknown) => e instanceof AtedmError && /x\.safetensors: is a directory$/.test(e.message) && !e.message.includes("\n"),
+  );
+  assert.deepEqual(readdirSync(d), ["x.safetensors"]);
 });

@@ -5,7 +5,8 @@
 import { mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { AtedmError } from "../errors.js";
-import { describeErrno, toRGB8, writePng } from "../io/png.js";
+import { describeErrno } from "../io/files.js";
+import { toRGB8, writePng } from "../io/png.js";
 import { loadPipeline } from "../pipeline/text_to_image.js";
 import { applyPruning } from "../pruning/index.js";
 import { SCHEDULER_NAMES } from "../schedulers/index.js";

@@ -1,9 +1,9 @@
 /** `atedm generate`: text to image, optionally with AT-EDM or ToMe pruning. */
-import { mkdirSync, readdirSync, rmSync } from "node:fs";
-import { basename, dirname, join } from "node:path";
+import { mkdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { AtedmError } from "../errors.js";
-import { describeErrno, toRGB8, writePng } from "../io/png.js";
+import { describeErrno } from "../io/files.js";
+import { toRGB8, writePng } from "../io/png.js";
 import { readSafetensors, writeSafetensors } from "../io/safetensors.js";
 import { median } from "../metrics/timing.js";
 import { loadPipeline, type TextToImagePipeline } from "../pipeline/text_to_image.js";
@@ -145,7 +145,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
     writePng(out, toRGB8(result.image, H, W), H, W);
     const outputs: Record<string, string> = { image: out };
     if (latentsOut !== undefined) {
-      writeLatents(latentsOut, result.latentDims, result.latents);
+      writeSafetensors(latentsOut, { latents: { dims: result.latentDims, data: result.latents } });
       outputs.latents = latentsOut;
     }
     if (masksDir !== undefined) {
@@ -175,27 +175,6 @@ export async function generateCommand(argv: string[]): Promise<number> {
     return 0;
   } finally {
     await pipe.release();
-  }
-}
-
-/**
- * writeSafetensors is atomic (temp file + rename), but its temp file `<path>.tmp-<pid>-<ms>` outlives a failed
- * write; remove this process's before reporting the failure as one line naming the path.
- */
-function writeLatents(path: string, dims: number[], data: Float32Array): void {
-  try {
-    writeSafetensors(path, { latents: { dims, data } });
-  } catch (e) {
-    const dir = dirname(path);
-    const prefix = `${basename(path)}.tmp-${process.pid}-`;
-    try {
-      for (const f of readdirSync(dir)) if (f.startsWith(prefix)) rmSync(join(dir, f), { force: true });
-    } catch {
-      // the folder itself is unreadable: nothing more to clean
-    }
-    if (e instanceof AtedmError) throw e;
-    const err = e as NodeJS.ErrnoException;
-    throw new AtedmError(`cannot write ${path}: ${describeErrno(err.code, err.message)}`);
   }
 }
 

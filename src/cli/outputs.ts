@@ -7,7 +7,7 @@
 import { accessSync, constants, type Stats, statSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { AtedmError } from "../errors.js";
-import { describeErrno } from "../io/png.js";
+import { describeErrno } from "../io/files.js";
 
 /** `statSync` that returns undefined for a missing entry and throws one line (naming the flag) otherwise. */
 function stat(path: string, flag: string, shown: string): Stats | undefined {

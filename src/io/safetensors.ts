@@ -18,15 +18,14 @@ import {
   openSync,
   readSync,
   realpathSync,
-  renameSync,
   statSync,
-  writeSync,
   existsSync,
   readFileSync,
   type Stats,
 } from "node:fs";
 import { dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
 import { AtedmError } from "../errors.js";
+import { writeFileAtomic } from "./files.js";
 
 export type SafetensorsDtype = "F64" | "F32" | "F16" | "BF16" | "I64" | "I32" | "I16" | "I8" | "U8" | "BOOL";
 
@@ -578,25 +577,5 @@ export function writeSafetensors(path: string, tensors: Record<string, HostTenso
   const headerBytes = Buffer.from(json, "utf8");
   const len = Buffer.alloc(8);
   len.writeBigUInt64LE(BigInt(headerBytes.length));
-  atomicWrite(path, [len, headerBytes, ...chunks]);
-}
-
-/** Write a file whole or not at all: write a temp file beside it, then rename over the target. */
-export function atomicWrite(path: string, chunks: Uint8Array[]): void {
-  const tmp = `${path}.tmp-${process.pid}-${Date.now()}`;
-  let fd: number;
-  try {
-    fd = openSync(tmp, "w");
-  } catch (e) {
-    throw new AtedmError(`cannot write ${path} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
-  try {
-    for (const c of chunks) {
-      let done = 0;
-      while (done < c.byteLength) done += writeSync(fd, c, done, c.byteLength - done);
-    }
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, path);
+  writeFileAtomic(path, [len, headerBytes, ...chunks]);
 }

@@ -13,7 +13,8 @@ import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 
 import { AtedmError } from "../errors.js";
-import { atomicWrite, writeSafetensors } from "../io/safetensors.js";
+import { writeFileAtomic } from "../io/files.js";
+import { writeSafetensors } from "../io/safetensors.js";
 import { GRAMMAR_VERSION, HELD_OUT_RULE, PALETTE, captionOf, sampleScene } from "./grammar.js";
 import { ANCHORS, BASE_SIZE, EXTENT, JITTER, SUPERSAMPLE, renderSceneInto } from "./render.js";
 import { Mulberry32 } from "../util/numerics.js";
@@ -67,7 +68,7 @@ export function exportDataset(outDir: string, options: ExportOptions): { count: 
     { images: { dims: [count, BASE_SIZE, BASE_SIZE, 3], data: images } },
     { format: "atedm-shapes", grammar_version: String(GRAMMAR_VERSION), seed: String(options.seed) },
   );
-  atomicWrite(join(outDir, "captions.json"), [Buffer.from(JSON.stringify(captions) + "\n", "utf8")]);
+  writeFileAtomic(join(outDir, "captions.json"), [Buffer.from(JSON.stringify(captions) + "\n", "utf8")]);
   const meta = {
     format: "atedm-shapes",
     grammarVersion: GRAMMAR_VERSION,
@@ -82,6 +83,6 @@ export function exportDataset(outDir: string, options: ExportOptions): { count: 
     palette: PALETTE,
     geometry: { anchors: ANCHORS, extent: EXTENT, jitter: JITTER },
   };
-  atomicWrite(join(outDir, "meta.json"), [Buffer.from(JSON.stringify(meta, null, 2) + "\n", "utf8")]);
+  writeFileAtomic(join(outDir, "meta.json"), [Buffer.from(JSON.stringify(meta, null, 2) + "\n", "utf8")]);
   return { count, seconds: (performance.now() - t0) / 1000 };
 }
