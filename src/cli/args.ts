@@ -17,9 +17,14 @@ export function parse(argv: string[], options: Flags, command: string): { values
   }
 }
 
+/** A flag's value as a number: NaN for an empty or blank value (which `Number` would read as 0). */
+function toNumber(value: string): number {
+  return value.trim() === "" ? NaN : Number(value);
+}
+
 export function int(value: string | undefined, flag: string, min = -Infinity, max = Infinity): number | undefined {
   if (value === undefined) return undefined;
-  const n = value.trim() === "" ? NaN : Number(value);
+  const n = toNumber(value);
   if (!Number.isInteger(n) || n < min || n > max) {
     const range = max < Infinity ? ` in [${min}, ${max}]` : min > -Infinity ? ` >= ${min}` : "";
     throw new AtedmError(`--${flag} must be an integer${range}, got '${value}'`);
@@ -32,7 +37,7 @@ export const MAX_SEED = 0xffffffff;
 
 export function num(value: string | undefined, flag: string, min = -Infinity, max = Infinity, maxExclusive = false): number | undefined {
   if (value === undefined) return undefined;
-  const n = value.trim() === "" ? NaN : Number(value);
+  const n = toNumber(value);
   if (!Number.isFinite(n) || n < min || n > max || (maxExclusive && n === max)) {
     const range = min > -Infinity || max < Infinity ? ` in [${min}, ${max}${maxExclusive ? ")" : "]"}` : "";
     throw new AtedmError(`--${flag} must be a number${range}, got '${value}'`);
@@ -57,7 +62,7 @@ export const LIMITS = {
 /** An image side in pixels: a multiple of 8 in [8, LIMITS.size]. */
 export function size(value: string | undefined, flag: string): number | undefined {
   if (value === undefined) return undefined;
-  const n = value.trim() === "" ? NaN : Number(value);
+  const n = toNumber(value);
   if (!Number.isInteger(n) || n < 8 || n > LIMITS.size || n % 8 !== 0) {
     throw new AtedmError(`--${flag} must be a positive multiple of 8 up to ${LIMITS.size}, got '${value}'`);
   }
