@@ -2,10 +2,10 @@
  * `atedm eval-alignment`: text-image alignment of a shapes model (the project's GenEval): generate an image per
  * prompt and seed, judge every attribute of its caption with the shapes analyzer, report the accuracies.
  */
-import { mkdirSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { AtedmError } from "../errors.js";
-import { describeErrno } from "../io/files.js";
+import { makeDirectory } from "../io/files.js";
 import { toRGB8, writePng } from "../io/png.js";
 import { loadPipeline } from "../pipeline/text_to_image.js";
 import { applyPruning } from "../pruning/index.js";
@@ -118,12 +118,7 @@ export async function evalAlignmentCommand(argv: string[]): Promise<number> {
         const rgb = toRGB8(r.image, H, W);
         if (saveDir !== undefined) {
           if (!madeDir) {
-            try {
-              mkdirSync(saveDir, { recursive: true });
-            } catch (e) {
-              const err = e as NodeJS.ErrnoException;
-              throw new AtedmError(`cannot create ${saveDir}: ${describeErrno(err.code, err.message)}`);
-            }
+            makeDirectory(saveDir);
             madeDir = true;
           }
           writePng(join(saveDir, `${String(pi).padStart(4, "0")}_${seed}.png`), rgb, H, W);

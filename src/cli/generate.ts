@@ -1,8 +1,7 @@
 /** `atedm generate`: text to image, optionally with AT-EDM or ToMe pruning. */
-import { mkdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { AtedmError } from "../errors.js";
-import { describeErrno } from "../io/files.js";
+import { makeDirectory } from "../io/files.js";
 import { toRGB8, writePng } from "../io/png.js";
 import { readSafetensors, writeSafetensors } from "../io/safetensors.js";
 import { median } from "../metrics/timing.js";
@@ -149,12 +148,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
       outputs.latents = latentsOut;
     }
     if (masksDir !== undefined) {
-      try {
-        mkdirSync(masksDir, { recursive: true });
-      } catch (e) {
-        const err = e as NodeJS.ErrnoException;
-        throw new AtedmError(`cannot create ${masksDir}: ${describeErrno(err.code, err.message)}`);
-      }
+      makeDirectory(masksDir);
       outputs.masks = masksDir;
       saveMasks(masksDir, masks, pipe.unet.blocks, result, pipe.vaeScaleFactor);
     }

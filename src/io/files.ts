@@ -1,9 +1,10 @@
 /**
  * Writing files so that a user never finds half of one: `writeFileAtomic` (temp file beside the target, flushed,
- * renamed over it; any failure removes the temp file) and `describeErrno` (one-line reasons for errno codes). Every
+ * renamed over it; any failure removes the temp file), `makeDirectory`, and `describeErrno` (one-line reasons for
+ * errno codes). Every
  * writer of atedm (PNG, safetensors, the shapes data set) goes through it.
  */
-import { closeSync, fsyncSync, openSync, renameSync, rmSync, writeSync } from "node:fs";
+import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from "node:fs";
 import { AtedmError } from "../errors.js";
 
 /** What an errno code means to a user, for one-line errors ("cannot write out.png: is a directory"). */
@@ -75,5 +76,15 @@ export function writeFileAtomic(path: string, chunks: Uint8Array[]): void {
         // a temp file that cannot be removed (its directory became unwritable) is not worth hiding the cause
       }
     }
+  }
+}
+
+/** `mkdir -p path`, failing as one AtedmError line naming `path` and the reason. */
+export function makeDirectory(path: string): void {
+  try {
+    mkdirSync(path, { recursive: true });
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    throw new AtedmError(`cannot create ${path}: ${describeErrno(err.code, err.message)}`);
   }
 }

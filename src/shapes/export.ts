@@ -9,11 +9,10 @@
  *
  * CLI: atedm export-shapes --out DIR --count N [--seed S] [--two-object-fraction F]
  */
-import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 
 import { AtedmError } from "../errors.js";
-import { writeFileAtomic } from "../io/files.js";
+import { makeDirectory, writeFileAtomic } from "../io/files.js";
 import { writeSafetensors } from "../io/safetensors.js";
 import { GRAMMAR_VERSION, HELD_OUT_RULE, PALETTE, captionOf, sampleScene } from "./grammar.js";
 import { ANCHORS, BASE_SIZE, EXTENT, JITTER, SUPERSAMPLE, renderSceneInto } from "./render.js";
@@ -57,11 +56,7 @@ export function exportDataset(outDir: string, options: ExportOptions): { count: 
   const t0 = performance.now();
   const { images, captions } = generateDataset(options);
   const count = captions.length;
-  try {
-    mkdirSync(outDir, { recursive: true });
-  } catch (e) {
-    throw new AtedmError(`shapes export: cannot create ${outDir} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
+  makeDirectory(outDir);
   const twoObjectFraction = options.twoObjectFraction ?? 0.25;
   writeSafetensors(
     join(outDir, "shapes.safetensors"),
