@@ -24,7 +24,7 @@ import { applyAtEdm } from "../src/pruning/index.js";
 import { keepCount, type RecoveryVariant } from "../src/pruning/atedm_math.js";
 import { PALETTE, parseCaption } from "../src/shapes/grammar.js";
 import { toRGB8, writePng } from "../src/io/png.js";
-import { blockMask, dimPruned, heatImage, type StepMasks } from "../src/cli/masks.js";
+import { blockMask, dimPruned, heatImage, type StepMasks } from "../src/pruning/masks.js";
 import { keepSet } from "../src/pruning/atedm_reference.js";
 
 const { values: v } = parseArgs({

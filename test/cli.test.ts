@@ -38,7 +38,14 @@ const processState = () => [
 ];
 const before = processState();
 
-const COMMANDS = ["generate", "flops", "eval-alignment", "export-shapes"] as const;
+const COMMANDS = ["generate", "flops", "eval", "report", "eval-alignment", "export-shapes"] as const;
+/** The pruning flags each command parses: all of them, or (eval) all but --method and --ratio, which its --methods list replaces. */
+const PRUNING_FLAGS_OF: Partial<Record<(typeof COMMANDS)[number], string[]>> = {
+  generate: Object.keys(pruningFlags),
+  flops: Object.keys(pruningFlags),
+  "eval-alignment": Object.keys(pruningFlags),
+  eval: Object.keys(pruningFlags).filter((f) => f !== "method" && f !== "ratio"),
+};
 const unetConfig = (name: string) => join(here, "configs", `${name}-unet.json`);
 
 const generateArgs = (model: string, guidance: string) => {
@@ -526,9 +533,7 @@ test("--help of every command documents exactly the flags its parser accepts (fr
     assert.deepEqual(r.written, [], `${command} --help wrote files`);
     assert.equal(r.parsed.length, 1, `${command} parses its argv once`);
     const parsed = new Set(r.parsed[0]!.filter((f) => f !== "help"));
-    if (command !== "export-shapes") {
-      for (const f of Object.keys(pruningFlags)) assert.ok(parsed.has(f), `${command} parses the pruning flag --${f}`);
-    }
+    for (const f of PRUNING_FLAGS_OF[command] ?? []) assert.ok(parsed.has(f), `${command} parses the pruning flag --${f}`);
     const documented = documentedFlags(r.stdout);
     for (const f of parsed) assert.ok(documented.has(f), `${command} --help documents --${f}`);
     for (const f of documented) assert.ok(parsed.has(f), `${command} --help documents --${f}, which its parser rejects`);

@@ -9,7 +9,7 @@ import { loadPipeline, type TextToImagePipeline } from "../pipeline/text_to_imag
 import { applyPruning } from "../pruning/index.js";
 import { SCHEDULER_NAMES } from "../schedulers/index.js";
 import { type Flags, int, LIMITS, MAX_SEED, num, oneOf, parse, size } from "./args.js";
-import { saveMasks, type StepMasks } from "./masks.js";
+import { saveMasks, type StepMasks } from "../pruning/masks.js";
 import { checkDistinct, checkOutputDir, checkOutputFile } from "./outputs.js";
 import { Progress, progressMode, status } from "./progress.js";
 import { makeMethod, methodReport, PRUNING_HELP, pruningFlags } from "./pruning_flags.js";

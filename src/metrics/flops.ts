@@ -312,6 +312,24 @@ export function methodFlops(
   });
 }
 
+/**
+ * U-Net FLOPs per step of a whole generation of `steps` steps under a method's schedule (null: unpruned): the mean
+ * of `methodFlops` over the steps, and the saving against the unpruned model (overhead counted, SPEC convention).
+ */
+export function generationFlops(
+  cfg: UNetConfig,
+  method: PruningMethod | null,
+  latent: [number, number],
+  steps: number,
+  textLength = 77,
+): { unpruned: number; perStep: number; saving: number } {
+  const unpruned = unetFlops(cfg, { latent, textLength }).total;
+  let sum = 0;
+  for (let step = 0; step < steps; step++) sum += methodFlops(cfg, method, latent, { step, steps }, { textLength }).total;
+  const perStep = sum / steps;
+  return { unpruned, perStep, saving: 1 - perStep / unpruned };
+}
+
 export interface TomeRatioMatch {
   /** A ToMe ratio whose FLOPs are closest to the target (FLOPs are constant over small ranges of ratios). */
   ratio: number;

@@ -43,8 +43,14 @@ export class UNet2DConditionModel {
   readonly blocks: AttentionBlockInfo[];
   /** The installed pruning method, or null for the unpruned model. */
   pruning: PruningMethod | null = null;
-  private readonly sessions = new Map<string, Promise<Session>>();
-  private sessionMethod: PruningMethod | null = null;
+  /**
+   * How many methods' sessions stay built when the installed method changes (least recently used first out).
+   * 1 (the default) releases the previous method's sessions at once; `atedm eval` keeps one per method it
+   * compares, so that methods can take turns image by image without rebuilding graphs.
+   */
+  keepSessionsOf = 1;
+  /** Sessions per method (null: unpruned), each keyed by its set of pruned blocks; most recently used last. */
+  private readonly sessions = new Map<PruningMethod | null, Map<string, Promise<Session>>>();
 
   /**
    * Checks the weights against the config before anything is built: every parameter `unetStateDictShapes(config)`
@@ -82,15 +88,25 @@ export class UNet2DConditionModel {
     return r;
   }
 
-  private session(pruned: AttentionBlockInfo[], withMasks: boolean): Promise<Session> {
-    if (this.sessionMethod !== this.pruning) {
-      // A new method means new graphs; release the old sessions' memory.
-      for (const s of this.sessions.values()) void s.then((x) => x.release()).catch(() => undefined);
-      this.sessions.clear();
-      this.sessionMethod = this.pruning;
+  /** The session cache of the installed method, made most recently used; older methods' beyond keepSessionsOf are released. */
+  private methodSessions(): Map<string, Promise<Session>> {
+    const method = this.pruning;
+    const own = this.sessions.get(method) ?? new Map<string, Promise<Session>>();
+    this.sessions.delete(method);
+    this.sessions.set(method, own);
+    for (const [m, set] of this.sessions) {
+      if (this.sessions.size <= Math.max(1, this.keepSessionsOf)) break;
+      // A method's graphs are no longer needed; release their memory.
+      for (const s of set.values()) void s.then((x) => x.release()).catch(() => undefined);
+      this.sessions.delete(m);
     }
+    return own;
+  }
+
+  private session(pruned: AttentionBlockInfo[], withMasks: boolean): Promise<Session> {
+    const sessions = this.methodSessions();
     const key = `${pruned.map((b) => b.path).join(",")}|${withMasks}`;
-    let s = this.sessions.get(key);
+    let s = sessions.get(key);
     if (!s) {
       const method = this.pruning;
       const set = new Set(pruned.map((b) => b.path));
@@ -100,7 +116,7 @@ export class UNet2DConditionModel {
         taps: method && withMasks ? pruned.flatMap((b) => method.outputs(b)) : [],
       });
       s = this.runtime.session(graph);
-      this.sessions.set(key, s);
+      sessions.set(key, s);
     }
     return s;
   }
@@ -140,7 +156,7 @@ export class UNet2DConditionModel {
   }
 
   async release(): Promise<void> {
-    for (const s of this.sessions.values()) await (await s).release();
+    for (const set of this.sessions.values()) for (const s of set.values()) await (await s).release();
     this.sessions.clear();
   }
 }

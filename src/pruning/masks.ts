@@ -1,11 +1,11 @@
 /**
- * `--save-masks`: per step and pruned attention block, the kept tokens over the final image (pruned tokens
+ * Pictures of AT-EDM's masks, for `generate --save-masks` and the eval report's overlays: per step and pruned attention block, the kept tokens over the final image (pruned tokens
  * dimmed and tinted red) and a heat map of the token scores (dark blue = low, yellow = high). The conditional
  * batch element (the last one) is shown.
  */
 import { join } from "node:path";
 import { featureMapSize, type AttentionBlockInfo } from "../models/unet_structure.js";
-import { keepOutput, scoreOutput } from "../pruning/atedm.js";
+import { keepOutput, scoreOutput } from "./atedm.js";
 import type { Tensor } from "../runtime/session.js";
 import { toRGB8, writePng } from "../io/png.js";
 

@@ -1,0 +1,397 @@
+/**
+ * `atedm eval`'s engine: generate every (prompt, seed) with every run of the plan, cache each image and what was
+ * measured on it, then score every run against the reference (`none`) and, for shapes models, against the
+ * captions and real renders of them.
+ *
+ * - Same inputs: every run sees the same prompts, seeds, steps, guidance and scheduler.
+ * - Timing: runs take turns image by image (the order rotates from image to image), so machine noise hits all
+ *   alike; `seconds_per_step` is the median step time (U-Net and scheduler) over all of a run's steps, and
+ *   `speedup` divides the reference's by it. The U-Net keeps every run's sessions built (`keepSessionsOf`).
+ * - Resume: each image is written as `images/<run key>/<prompt>_<seed>.png` with a `.json` record of its timing
+ *   and judgement, both atomically, the record last. A restarted eval skips what has a record, so a run killed
+ *   half way and restarted gives the same `eval.json` as an uninterrupted one (timings come from the records).
+ * - Quality: per-image metrics are averaged per prompt, then over prompts; every interval is a percentile
+ *   bootstrap over prompts (`bootstrap`, seeded). Frechet distance compares a run's features with those of real
+ *   renders of the same captions (one per prompt and seed), in the feature space of the given extractor.
+ */
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { AtedmError } from "../errors.js";
+import { makeDirectory, writeFileAtomic } from "../io/files.js";
+import { readPng, toRGB8, writePng } from "../io/png.js";
+import { bootstrap } from "../metrics/bootstrap.js";
+import type { ClipScorer } from "../metrics/clip_score.js";
+import type { FeatureExtractor } from "../metrics/features.js";
+import { featureStats, frechetFromStats } from "../metrics/frechet.js";
+import { psnr, ssim } from "../metrics/quality.js";
+import type { TextToImagePipeline } from "../pipeline/text_to_image.js";
+import { blockMask } from "../pruning/masks.js";
+import type { Tensor } from "../runtime/session.js";
+import type { SchedulerName } from "../schedulers/index.js";
+import { analyzeImage } from "../shapes/analyze.js";
+import { parseCaption } from "../shapes/grammar.js";
+import { renderScene } from "../shapes/render.js";
+import { Mulberry32, stableHash32 } from "../util/numerics.js";
+import type { EvalRun } from "./plan.js";
+import type { EvalResult, ImageRecord, MethodResult, MetricValue, UnreachableBudget } from "./types.js";
+
+export interface EvalOptions {
+  pipe: TextToImagePipeline;
+  runs: EvalRun[];
+  unreachable: UnreachableBudget[];
+  budgets: number[] | null;
+  prompts: string[];
+  promptsFile: string;
+  seeds: number;
+  steps: number;
+  guidance?: number;
+  scheduler?: SchedulerName;
+  outDir: string;
+  /** Features for `fd` against real renders (shapes models only). */
+  features?: FeatureExtractor | null;
+  /** A user's Inception-style extractor for `fid` against real renders (shapes models only) — plumbing. */
+  fidFeatures?: FeatureExtractor | null;
+  clip?: ClipScorer | null;
+  bootstrapSamples?: number;
+  bootstrapSeed?: number;
+  /** Kept-token overlays (first prompt, seed 0, middle step) for every AT-EDM run. Default true. */
+  overlays?: boolean;
+  command: string;
+  version: string;
+  machine: EvalResult["machine"];
+  threads: number;
+  /** Called after each image with (done, total). */
+  onImage?: (done: number, total: number) => void;
+}
+
+/** What is cached beside each image. */
+interface ImageFileRecord {
+  prompt: string;
+  seed: number;
+  step_seconds: number[];
+  generation_seconds: number;
+  other_seconds: number;
+  alignment: { all_correct: boolean; attributes: Record<string, boolean> } | null;
+}
+
+/** The settings an output folder was started with; a restart with other settings is refused. */
+interface EvalState {
+  created: string;
+  model: string;
+  steps: number;
+  guidance: number;
+  scheduler: string;
+  seeds: number;
+  prompts: string[];
+}
+
+/** PSNR of identical images is infinite; it counts as this many dB so that means and intervals stay finite. */
+export const PSNR_CAP_DB = 100;
+
+const pad = (n: number) => String(n).padStart(4, "0");
+
+export function isShapesPromptSet(prompts: readonly string[]): boolean {
+  return prompts.every((p) => {
+    try {
+      parseCaption(p);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+}
+
+function readJson<T>(path: string): T | null {
+  if (!existsSync(path)) return null;
+  try {
+    return JSON.parse(readFileSync(path, "utf8")) as T;
+  } catch {
+    return null; // a torn or foreign file: regenerate
+  }
+}
+
+const writeJson = (path: string, value: unknown) => writeFileAtomic(path, [new TextEncoder().encode(`${JSON.stringify(value, null, 1)}\n`)]);
+
+function checkState(outDir: string, want: Omit<EvalState, "created">): EvalState {
+  const path = join(outDir, "eval-state.json");
+  const have = readJson<EvalState>(path);
+  if (have) {
+    for (const k of Object.keys(want) as Array<keyof typeof want>) {
+      if (JSON.stringify(have[k]) !== JSON.stringify(want[k])) {
+        throw new AtedmError(`${outDir}: holds an eval with other ${k} (${JSON.stringify(have[k]).slice(0, 60)}); use another --out or delete it`);
+      }
+    }
+    return have;
+  }
+  const state = { created: new Date().toISOString(), ...want };
+  writeJson(path, state);
+  return state;
+}
+
+const median = (xs: number[]) => {
+  const s = xs.slice().sort((a, b) => a - b);
+  return s.length ? (s.length % 2 ? s[s.length >> 1]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2) : 0;
+};
+
+export async function runEval(o: EvalOptions): Promise<{ result: EvalResult; generated: number; resumed: number; finalSeconds: number }> {
+  const { pipe, runs, prompts, seeds, steps } = o;
+  const guidance = o.guidance ?? pipe.defaultGuidance;
+  const scheduler = o.scheduler ?? "euler";
+  makeDirectory(o.outDir);
+  const state = checkState(o.outDir, { model: pipe.dir, steps, guidance, scheduler, seeds, prompts });
+  const shapes = isShapesPromptSet(prompts);
+  pipe.unet.keepSessionsOf = runs.length;
+  for (const r of runs) makeDirectory(join(o.outDir, "images", r.key));
+
+  const records = new Map<string, ImageFileRecord>(); // `${key}/${p}_${s}`
+  const images = new Map<string, Uint8Array>();
+  let size: [number, number] = [0, 0];
+  const total = prompts.length * seeds * runs.length;
+  let done = 0;
+  let generated = 0;
+  let order = 0;
+  for (const [pi, prompt] of prompts.entries()) {
+    for (let seed = 0; seed < seeds; seed++) {
+      for (let j = 0; j < runs.length; j++) {
+        const run = runs[(j + order) % runs.length]!;
+        const id = `${run.key}/${pad(pi)}_${seed}`;
+        const png = join(o.outDir, "images", `${id}.png`);
+        const recPath = join(o.outDir, "images", `${id}.json`);
+        const cached = readJson<ImageFileRecord>(recPath);
+        if (cached && cached.prompt === prompt && cached.seed === seed && existsSync(png)) {
+          records.set(id, cached);
+        } else {
+          pipe.unet.pruning = run.method;
+          const t0 = performance.now();
+          const r = await pipe.generate({ prompt, seed, steps, guidance, scheduler });
+          const t1 = performance.now();
+          const [, H, W] = r.imageDims as [number, number, number];
+          size = [H, W];
+          const rgb = toRGB8(r.image, H, W);
+          writePng(png, rgb, H, W);
+          images.set(id, rgb);
+          let alignment: ImageFileRecord["alignment"] = null;
+          if (shapes) {
+            const a = analyzeImage(rgb, W, H, prompt);
+            alignment = { all_correct: a.allCorrect, attributes: a.attributes };
+          }
+          const rec: ImageFileRecord = {
+            prompt,
+            seed,
+            step_seconds: r.stepSeconds,
+            generation_seconds: (t1 - t0) / 1000,
+            other_seconds: 0,
+            alignment,
+          };
+          rec.other_seconds = (performance.now() - t1) / 1000;
+          writeJson(recPath, rec);
+          records.set(id, rec);
+          generated++;
+        }
+        o.onImage?.(++done, total);
+      }
+      order++;
+    }
+  }
+
+  // Everything below is scoring: the "other" time of the run.
+  const t0 = performance.now();
+  const image = (id: string): Uint8Array => {
+    let rgb = images.get(id);
+    if (!rgb) {
+      const p = readPng(join(o.outDir, "images", `${id}.png`));
+      size = [p.height, p.width];
+      rgb = p.rgb;
+      images.set(id, rgb);
+    }
+    return rgb;
+  };
+  const idsOf = (run: EvalRun) => prompts.flatMap((_, pi) => Array.from({ length: seeds }, (_, s) => `${run.key}/${pad(pi)}_${s}`));
+  const reference = runs[0]!;
+  for (const id of idsOf(reference)) image(id);
+  const [H, W] = size;
+  const boot = { samples: o.bootstrapSamples ?? 1000, seed: o.bootstrapSeed ?? 0 };
+
+  // Per image values of a run, [prompt][seed] -> a metric with an interval over prompts.
+  const perPromptMetric = (values: number[][]): MetricValue => {
+    const perPrompt = values.map((v) => v.reduce((a, b) => a + b, 0) / v.length);
+    return bootstrap(
+      perPrompt.length,
+      (idx) => {
+        let s = 0;
+        for (const i of idx) s += perPrompt[i]!;
+        return s / idx.length;
+      },
+      boot,
+    );
+  };
+  const grid = <T>(run: EvalRun, f: (id: string, pi: number, seed: number) => T): T[][] =>
+    prompts.map((_, pi) => Array.from({ length: seeds }, (_, s) => f(`${run.key}/${pad(pi)}_${s}`, pi, s)));
+
+  // Real renders of the captions (one per prompt and seed) for the Frechet distances.
+  let realFeatures: Float32Array | null = null;
+  let realFid: Float32Array | null = null;
+  const extractors = [o.features, o.fidFeatures].filter((x): x is FeatureExtractor => !!x);
+  if (extractors.length && !shapes) {
+    throw new AtedmError("Frechet distance needs real images: only shapes prompt sets have them (captions in the shapes grammar)");
+  }
+  const real = extractors.length
+    ? prompts.flatMap((p, pi) =>
+        Array.from({ length: seeds }, (_, s) => ({
+          rgb: renderScene(parseCaption(p), { size: H, rng: new Mulberry32(stableHash32(`real/${pi}`, s)) }),
+          width: W,
+          height: H,
+        })),
+      )
+    : [];
+  if (o.features) realFeatures = await o.features.features(real);
+  if (o.fidFeatures) realFid = await o.fidFeatures.features(real);
+
+  const fdMetric = (gen: Float32Array, ref: Float32Array, dim: number): MetricValue => {
+    const rows = (f: Float32Array, idx: Int32Array) => {
+      const out = new Float64Array(idx.length * seeds * dim);
+      let k = 0;
+      for (const pi of idx) {
+        for (let s = 0; s < seeds; s++) out.set(f.subarray((pi * seeds + s) * dim, (pi * seeds + s + 1) * dim), k++ * dim);
+      }
+      return out;
+    };
+    return bootstrap(
+      prompts.length,
+      (idx) => {
+        const n = idx.length * seeds;
+        return frechetFromStats(featureStats(rows(gen, idx), n, dim), featureStats(rows(ref, idx), n, dim));
+      },
+      boot,
+    );
+  };
+
+  const referenceSeconds = median(idsOf(reference).flatMap((id) => records.get(id)!.step_seconds));
+  const methods: MethodResult[] = [];
+  let generationSeconds = 0;
+  let otherSeconds = 0;
+  for (const run of runs) {
+    const ids = idsOf(run);
+    const recs = ids.map((id) => records.get(id)!);
+    for (const r of recs) {
+      generationSeconds += r.generation_seconds;
+      otherSeconds += r.other_seconds;
+    }
+    const quality: Record<string, MetricValue> = {};
+    if (shapes) {
+      quality.alignment_all_correct = perPromptMetric(grid(run, (id) => (records.get(id)!.alignment!.all_correct ? 1 : 0)));
+      const kinds = new Set(recs.flatMap((r) => Object.keys(r.alignment!.attributes).map((a) => a.replace(/^object\d+\./, ""))));
+      for (const kind of [...kinds].sort()) {
+        // An attribute's accuracy per image: the fraction of its instances (one per object) judged right.
+        quality[`alignment.${kind}`] = perPromptMetric(
+          grid(run, (id) => {
+            const xs = Object.entries(records.get(id)!.alignment!.attributes).filter(([a]) => a.replace(/^object\d+\./, "") === kind);
+            return xs.length ? xs.filter(([, ok]) => ok).length / xs.length : 1;
+          }),
+        );
+      }
+    }
+    if (run !== reference) {
+      const ref = (pi: number, s: number) => image(`${reference.key}/${pad(pi)}_${s}`);
+      quality.psnr = perPromptMetric(grid(run, (id, pi, s) => Math.min(PSNR_CAP_DB, psnr(image(id), ref(pi, s), 255))));
+      quality.ssim = perPromptMetric(grid(run, (id, pi, s) => ssim(image(id), ref(pi, s), W, H, 3, { dataRange: 255 })));
+    }
+    const own = ids.map((id) => ({ rgb: image(id), width: W, height: H }));
+    if (o.features && realFeatures) quality.fd = fdMetric(await o.features.features(own), realFeatures, o.features.dim);
+    if (o.fidFeatures && realFid) quality.fid = fdMetric(await o.fidFeatures.features(own), realFid, o.fidFeatures.dim);
+    if (o.clip) {
+      const scores = await o.clip.score(
+        own,
+        ids.map((_, i) => prompts[Math.floor(i / seeds)]!),
+      );
+      quality.clip_score = perPromptMetric(grid(run, (_id, pi, s) => scores[pi * seeds + s]!));
+    }
+    const seconds = median(recs.flatMap((r) => r.step_seconds));
+    const imageRecords: ImageRecord[] = ids.map((id, i) => ({ prompt: Math.floor(i / seeds), seed: i % seeds, file: `images/${id}.png` }));
+    methods.push({
+      name: run.name,
+      spec: run.spec,
+      method: run.family,
+      ratio: run.ratio,
+      budget: run.budget,
+      options: run.options,
+      flops_saving: run.flops.saving,
+      tflops_per_step: run.flops.perStep / 1e12,
+      seconds_per_step: seconds,
+      speedup: seconds > 0 ? referenceSeconds / seconds : 0,
+      quality,
+      images: imageRecords,
+      overlays: [],
+    });
+  }
+  if (o.overlays !== false) await writeOverlays(o, runs, methods, steps, guidance, scheduler);
+  const finalSeconds = (performance.now() - t0) / 1000;
+  const result: EvalResult = {
+    atedm_version: o.version,
+    created: state.created,
+    command: o.command,
+    machine: o.machine,
+    model: pipe.dir,
+    prompts_file: o.promptsFile,
+    prompts,
+    seeds,
+    steps,
+    guidance,
+    scheduler,
+    threads: o.threads,
+    budgets: o.budgets,
+    unreachable: o.unreachable,
+    bootstrap: { samples: boot.samples, seed: boot.seed, unit: "prompt" },
+    features: o.features ? { name: o.features.name, dim: o.features.dim, reference_images: real.length } : null,
+    methods,
+    timing: {
+      generation_seconds: generationSeconds,
+      other_seconds: otherSeconds,
+      overhead: otherSeconds / Math.max(1e-9, generationSeconds + otherSeconds),
+    },
+  };
+  writeJson(join(o.outDir, "eval.json"), result);
+  return { result, generated, resumed: total - generated, finalSeconds };
+}
+
+/** Kept-token overlays (first prompt, seed 0, middle step) for every AT-EDM run: pruned tokens dimmed red. */
+async function writeOverlays(o: EvalOptions, runs: EvalRun[], methods: MethodResult[], steps: number, guidance: number, scheduler: SchedulerName) {
+  const step = Math.floor(steps / 2);
+  const blocks = o.pipe.unet.blocks;
+  for (const [i, run] of runs.entries()) {
+    if (run.family !== "atedm" || !run.method) continue;
+    const manifest = join(o.outDir, "overlays", run.key, "overlays.json");
+    const cached = readJson<MethodResult["overlays"]>(manifest);
+    if (cached) {
+      methods[i]!.overlays = cached;
+      continue;
+    }
+    makeDirectory(join(o.outDir, "overlays", run.key));
+    o.pipe.unet.pruning = run.method;
+    let extras: Record<string, Tensor> = {};
+    const r = await o.pipe.generate({
+      prompt: o.prompts[0]!,
+      seed: 0,
+      steps,
+      guidance,
+      scheduler,
+      withMasks: true,
+      onStep: (s) => {
+        if (s.step === step) extras = s.unet.extras;
+      },
+    });
+    const [, H, W] = r.imageDims as [number, number, number];
+    const [, , h, w] = r.latentDims as [number, number, number, number];
+    const base = toRGB8(r.image, H, W);
+    const written: MethodResult["overlays"] = [];
+    for (const b of blocks) {
+      const m = blockMask(extras, b, base, H, W, { height: h, width: w });
+      if (!m) continue;
+      const file = `overlays/${run.key}/${b.path}.png`;
+      writePng(join(o.outDir, file), m.mask, H, W);
+      written.push({ block: b.path, step, file });
+    }
+    writeJson(manifest, written);
+    methods[i]!.overlays = written;
+  }
+}
