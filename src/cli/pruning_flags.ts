@@ -1,6 +1,6 @@
 /** The pruning flags shared by `generate`, `flops` and `eval-alignment`: one flag per option of the library API. */
 import { AtedmError } from "../errors.js";
-import { ATEDM_GRAPH_DEFAULTS, AtEdm } from "../pruning/atedm.js";
+import { ATEDM_GRAPH_DEFAULTS, ATEDM_PRESET_NAMES, ATEDM_PRESETS, AtEdm } from "../pruning/atedm.js";
 import { MASK_SHARING, PRUNING_POINTS, RECOVERY_VARIANTS, SCORE_VARIANTS } from "../pruning/atedm_math.js";
 import type { PruningMethod } from "../models/pruning_hook.js";
 import { Tome } from "../pruning/tome_method.js";
@@ -13,6 +13,7 @@ const TOME_MAX_STRIDE = 64;
 export const pruningFlags: Flags = {
   method: { type: "string" },
   ratio: { type: "string" },
+  preset: { type: "string" },
   schedule: { type: "string" },
   score: { type: "string" },
   iterations: { type: "string" },
@@ -34,11 +35,14 @@ export const PRUNING_HELP = `Token pruning
                            (atedm) or merged (tome). Default 0.5.
   --schedule NAME          dsap | none | ramp: per-step policy (default dsap: the first 10 % of the steps leave the
                            first attention block of each down stage and the last of each up stage unpruned).
-  AT-EDM variants (defaults are the SPEC's):
-  --score NAME             ${SCORE_VARIANTS.join(" | ")} (default gwpr).
-  --iterations K           G-WPR iterations, 1..${LIMITS.iterations} (default 10).
-  --damping D              G-WPR damping in [0, 1) (default 0).
-  --recovery NAME          ${RECOVERY_VARIANTS.join(" | ")} (default copy).
+  AT-EDM variants (defaults: the preset's):
+  --preset NAME            default | paper: where unset AT-EDM options come from. paper = the SPEC's configuration
+                           (G-WPR K 10, copy recovery, DSAP), unchanged; default = atedm's measured defaults
+                           (docs/results.md): recovery ${ATEDM_PRESETS.default.recovery}, schedule ${ATEDM_PRESETS.default.schedule}.
+  --score NAME             ${SCORE_VARIANTS.join(" | ")} (default ${ATEDM_PRESETS.default.score}).
+  --iterations K           G-WPR iterations, 1..${LIMITS.iterations} (default ${ATEDM_PRESETS.default.iterations}).
+  --damping D              G-WPR damping in [0, 1) (default ${ATEDM_PRESETS.default.damping}).
+  --recovery NAME          ${RECOVERY_VARIANTS.join(" | ")} (default ${ATEDM_PRESETS.default.recovery}).
   --pruning-point P        auto | after-layer1 | after-attn1 (default auto: after layer 1, or after its
                            self-attention in blocks of depth 1).
   --mask-sharing M         per-element | conditional (default per-element: each CFG half ranks its own tokens).
@@ -56,13 +60,15 @@ export function makeMethod(v: Values): PruningMethod | null {
   const ratio = num(s("ratio"), "ratio") ?? 0.5;
   const schedule = oneOf(s("schedule"), "schedule", SCHEDULES);
   if (method === "none") {
-    for (const f of ["ratio", "schedule", "score", "recovery"]) if (v[f] !== undefined) throw new AtedmError(`--${f} needs --method atedm or tome`);
+    for (const f of ["ratio", "schedule", "score", "recovery", "preset"])
+      if (v[f] !== undefined) throw new AtedmError(`--${f} needs --method atedm or tome`);
     return null;
   }
   if (!(ratio >= 0 && ratio < 1)) throw new AtedmError(`--ratio must be in [0, 1), got ${ratio}`);
   if (method === "atedm") {
     return new AtEdm({
       ratio,
+      preset: oneOf(s("preset"), "preset", ATEDM_PRESET_NAMES),
       schedule,
       score: oneOf(s("score"), "score", SCORE_VARIANTS),
       iterations: int(s("iterations"), "iterations", 1, LIMITS.iterations),
@@ -97,11 +103,12 @@ export function makeMethod(v: Values): PruningMethod | null {
 /** The method and every option it runs with (defaults filled in), for --json reports. */
 export function methodReport(method: PruningMethod | null, v: Values): { method: string; ratio: number; method_options: Record<string, unknown> } {
   if (!method) return { method: "none", ratio: 0, method_options: {} };
-  const schedule = (v.schedule as string | undefined) ?? (method.name === "tome" ? "none" : "dsap");
+  let schedule = (v.schedule as string | undefined) ?? (method.name === "tome" ? "none" : "dsap");
   let options: Record<string, unknown> = {};
   if (method instanceof AtEdm) {
     const g = method.graphOptions as unknown as Record<string, unknown>;
-    options = { ...Object.fromEntries(Object.keys(ATEDM_GRAPH_DEFAULTS).map((k) => [k, g[k]])), seed: method.seed };
+    schedule = method.scheduleName;
+    options = { preset: method.preset, ...Object.fromEntries(Object.keys(ATEDM_GRAPH_DEFAULTS).map((k) => [k, g[k]])), seed: method.seed };
   } else if (method instanceof Tome) {
     const { ratio: _ratio, ...rest } = method.options;
     options = rest;

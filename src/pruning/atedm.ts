@@ -38,7 +38,7 @@ import {
 } from "./atedm_math.js";
 import { scheduleByName, type Schedule, type ScheduleName } from "./schedules.js";
 
-/** How AT-EDM ranks and refills tokens (the SPEC's variants; defaults are the SPEC's defaults). */
+/** How AT-EDM ranks and refills tokens (the SPEC's variants; defaults: `ATEDM_GRAPH_DEFAULTS`). */
 export interface AtEdmGraphOptions {
   /** Token score. Default `gwpr` (head-mean G-WPR). */
   score: ScoreVariant;
@@ -55,14 +55,27 @@ export interface AtEdmGraphOptions {
   maskSharing: MaskSharing;
 }
 
-export const ATEDM_GRAPH_DEFAULTS: AtEdmGraphOptions = {
-  score: "gwpr",
-  iterations: 10,
-  damping: 0,
-  recovery: "copy",
-  pruningPoint: "auto",
-  maskSharing: "per-element",
+/** A named set of AT-EDM defaults: the graph options and the schedule. */
+export type AtEdmPreset = "paper" | "default";
+export const ATEDM_PRESET_NAMES: readonly AtEdmPreset[] = ["default", "paper"];
+
+/**
+ * `paper`: the SPEC's default algorithm (shared/SPEC-atedm.md), the paper's configuration as we read it, kept
+ * unchanged. `default`: atedm's own defaults, chosen by measurement (docs/results.md); they differ from the paper's
+ * only where `atedm eval` showed, with intervals at matched FLOPs, that a variant is better.
+ */
+export const ATEDM_PRESETS: Readonly<Record<AtEdmPreset, Readonly<AtEdmGraphOptions & { schedule: ScheduleName }>>> = {
+  paper: { score: "gwpr", iterations: 10, damping: 0, recovery: "copy", pruningPoint: "auto", maskSharing: "per-element", schedule: "dsap" },
+  default: { score: "gwpr", iterations: 10, damping: 0, recovery: "copy", pruningPoint: "auto", maskSharing: "per-element", schedule: "dsap" },
 };
+
+/** The graph options of the `default` preset. */
+export const ATEDM_GRAPH_DEFAULTS: AtEdmGraphOptions = graphPart(ATEDM_PRESETS.default);
+
+function graphPart(p: AtEdmGraphOptions & { schedule?: unknown }): AtEdmGraphOptions {
+  const { schedule: _schedule, ...graph } = p;
+  return graph;
+}
 
 /** Graph input names of a block: the kept-token count k ([1], int64) and, for `random`, the scores (B, N). */
 export const keepInput = (block: AttentionBlockInfo) => `atedm.${block.path}.k`;
@@ -196,9 +209,11 @@ export function atedmBlockCost(
 
 /** User-facing AT-EDM options: the graph variants plus the ratio and schedule. */
 export interface AtEdmOptions extends Partial<AtEdmGraphOptions> {
+  /** Where unset options come from: `default` (atedm's measured defaults) or `paper` (the SPEC's). Default `default`. */
+  preset?: AtEdmPreset;
   /** Pruning ratio rho: the fraction of tokens dropped in a pruned block. Default 0.5. */
   ratio?: number;
-  /** Per-step, per-block ratio policy. Default DSAP. */
+  /** Per-step, per-block ratio policy. Default: the preset's (DSAP in both). */
   schedule?: Schedule | ScheduleName;
   /** Seed of the `random` score variant. Default 0. */
   seed?: number;
@@ -209,10 +224,15 @@ export class AtEdm implements PruningMethod {
   readonly name = "atedm";
   readonly nominalRatio: number;
   readonly schedule: Schedule;
+  /** The schedule's name, or "custom" for a function. */
+  readonly scheduleName: string;
+  readonly preset: AtEdmPreset;
   readonly graphOptions: AtEdmGraphOptions;
   readonly seed: number;
 
   constructor(options: AtEdmOptions = {}) {
+    const preset = options.preset ?? "default";
+    if (!ATEDM_PRESET_NAMES.includes(preset)) throw new AtedmError(`AT-EDM preset must be one of ${ATEDM_PRESET_NAMES.join(", ")}, got '${preset}'`);
     const ratio = options.ratio ?? 0.5;
     if (!(ratio >= 0 && ratio < 1)) throw new AtedmError(`AT-EDM ratio must be in [0, 1), got ${ratio}`);
     if (options.iterations !== undefined && !(Number.isInteger(options.iterations) && options.iterations >= 1)) {
@@ -231,8 +251,12 @@ export class AtEdm implements PruningMethod {
       }
     }
     this.nominalRatio = ratio;
-    this.schedule = typeof options.schedule === "function" ? options.schedule : scheduleByName(options.schedule ?? "dsap");
-    this.graphOptions = { ...ATEDM_GRAPH_DEFAULTS, ...stripUndefined(options) } as AtEdmGraphOptions;
+    const base = ATEDM_PRESETS[preset];
+    this.preset = preset;
+    this.scheduleName = typeof options.schedule === "function" ? "custom" : (options.schedule ?? base.schedule);
+    this.schedule = typeof options.schedule === "function" ? options.schedule : scheduleByName(this.scheduleName);
+    const { preset: _p, schedule: _s, ratio: _r, seed: _seed, ...graph } = stripUndefined(options);
+    this.graphOptions = { ...graphPart(base), ...graph } as AtEdmGraphOptions;
     this.seed = options.seed ?? 0;
   }
 
