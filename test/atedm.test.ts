@@ -10,7 +10,7 @@ import { Runtime, f32, i64 } from "../src/runtime/session.js";
 import { Mulberry32 } from "../src/util/numerics.js";
 import * as ref from "../src/pruning/atedm_reference.js";
 import { AtEdm, keepOutput, scoreOutput } from "../src/pruning/atedm.js";
-import { crossGwprScore, gwprScore, keepIndices, recoverySources } from "../src/pruning/atedm_math.js";
+import { crossGwprScore, gwprScore, keepIndices, keptColumns, keptRows, recoverySources } from "../src/pruning/atedm_math.js";
 import { UNet2DConditionModel } from "../src/models/unet_model.js";
 import { dsap, noSchedule } from "../src/pruning/schedules.js";
 import { assertClose, errors, golden, tensorOf, TINY_SD, TINY_SDXL, TOL } from "./helpers/golden.js";
@@ -110,7 +110,7 @@ test("keep set: top-k, ties to the lower index, ascending; k = max(1, floor((1 -
   assert.deepEqual(got.slice(17), ref.keepSet(s2.subarray(50), 17));
 });
 
-test("recovery sources (copy, cosine, nearest) match the reference; kept tokens map to themselves", async () => {
+test("recovery sources (copy, copy-col, copy-sym, cosine, nearest) match the reference; kept tokens map to themselves", async () => {
   const rng = new Mulberry32(4);
   const [H, W, C] = [5, 6, 8];
   const N = H * W;
@@ -120,7 +120,9 @@ test("recovery sources (copy, cosine, nearest) match the reference; kept tokens 
     Float64Array.from({ length: N }, () => rng.next()),
     11,
   );
-  for (const kind of ["copy", "cosine", "nearest"] as const) {
+  // Rows and columns of a non-symmetric map differ, so copy, copy-col and copy-sym pick different sources (asserted).
+  const sources: Record<string, number[]> = {};
+  for (const kind of ["copy", "copy-col", "copy-sym", "cosine", "nearest"] as const) {
     const out = await runGraph(
       (g) => {
         const k = { name: "keep" };
@@ -129,6 +131,11 @@ test("recovery sources (copy, cosine, nearest) match the reference; kept tokens 
           sim = g.op("GatherElements", [{ name: "a" }, g.op("Expand", [g.op("Unsqueeze", [k, g.ints([1])]), g.ints([1, N, keep.length])])], {
             axis: 2,
           });
+        } else if (kind === "copy-col" || kind === "copy-sym") {
+          // The library's own gathers on the (B, 1, N, N) head-mean layout: A[kept, i] (and A[i, kept]).
+          const a4 = g.op("Unsqueeze", [{ name: "a" }, g.ints([1])]);
+          sim = keptRows(g, a4, k);
+          if (kind === "copy-sym") sim = g.op("Add", [keptColumns(g, a4, k), sim]);
         } else if (kind === "cosine") {
           const unit = g.op("Div", [{ name: "x" }, g.op("ReduceL2", [{ name: "x" }], { axes: [-1], keepdims: 1 })]);
           const ku = g.op("GatherND", [unit, g.op("Unsqueeze", [k, g.ints([2])])], { batch_dims: 1 });
@@ -150,7 +157,10 @@ test("recovery sources (copy, cosine, nearest) match the reference; kept tokens 
     );
     const want = ref.recoverySources(kind, keep, N, { A: Float64Array.from(A), x1: Float64Array.from(x1), C, W });
     assert.deepEqual(Array.from(out.data as Float32Array), want, kind);
+    sources[kind] = want;
   }
+  const differ = (a: string, b: string) => sources[a]!.some((s, i) => s !== sources[b]![i]);
+  assert.ok(differ("copy", "copy-col") && differ("copy", "copy-sym") && differ("copy-col", "copy-sym"), "the three attention copies differ here");
 });
 
 function unetInputs(model: string) {

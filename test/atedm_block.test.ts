@@ -39,7 +39,7 @@ const SCORE_TOL = { maxAbs: 1e-6, relL2: 1e-4 };
 const CLEAR = 1e-4;
 
 const SCORES: ScoreVariant[] = ["gwpr", "gwpr-rms", "column-mean", "cross-gwpr", "random", "feature-norm"];
-const OTHER_RECOVERIES: RecoveryVariant[] = ["copy-delta", "cosine", "nearest", "zero"];
+const OTHER_RECOVERIES: RecoveryVariant[] = ["copy-delta", "cosine", "nearest", "zero", "copy-col", "copy-sym"];
 const POINTS = ["after-attn1", "after-layer1"] as const;
 
 interface Variant {
@@ -217,7 +217,7 @@ for (const c of CASES) {
             assert.deepEqual(got, want.keep[b], `keep[${b}]`);
             local.keeps++;
             const m = want.margins[b]!;
-            const needsMargin = v.recovery === "copy" || v.recovery === "copy-delta" || v.recovery === "cosine";
+            const needsMargin = v.recovery !== "nearest" && v.recovery !== "zero";
             assert.equal(m !== null, needsMargin, "recovery margin exists exactly for the similarity-based recoveries");
             if (needsMargin) {
               assert.ok(m! > CLEAR, `recovery source of element ${b} is a near-tie (margin ${m}); change the seed`);
@@ -259,9 +259,9 @@ for (const c of CASES) {
 }
 
 test("every block-level check ran", () => {
-  const variants = CASES.length * POINTS.length * VARIANTS.length; // 2 * 2 * 11 = 44
-  const withMargin = VARIANTS.filter((v) => v.recovery === "copy" || v.recovery === "copy-delta" || v.recovery === "cosine").length;
-  assert.equal(variants, 44);
+  const variants = CASES.length * POINTS.length * VARIANTS.length; // 2 * 2 * 13 = 52
+  const withMargin = VARIANTS.filter((v) => v.recovery !== "nearest" && v.recovery !== "zero").length;
+  assert.equal(variants, 52);
   assert.deepEqual(tally, {
     variants,
     scores: variants * B,

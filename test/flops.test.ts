@@ -356,7 +356,8 @@ function atedmOverheadFormula(cfg: UNetConfig, latent: [number, number], keep: R
     const point = o.pruningPoint && o.pruningPoint !== "auto" ? o.pruningPoint : b.depth >= 2 ? "after-layer1" : "after-attn1";
     const score = o.score ?? "gwpr";
     const recovery = o.recovery ?? "copy";
-    if (score === "gwpr" || score === "column-mean" || recovery === "copy" || recovery === "copy-delta") macs += b.heads * N * N; // the head mean
+    const readsMap = ["copy", "copy-delta", "copy-col", "copy-sym"].includes(recovery);
+    if (score === "gwpr" || score === "column-mean" || readsMap) macs += b.heads * N * N; // the head mean
     if (score === "gwpr") macs += K * N * N; // K products with the head-mean map, from the uniform vector
     if (score === "column-mean") macs += N * N; // one product
     if (score === "gwpr-rms") macs += b.heads * K * N * N; // per head
@@ -408,7 +409,7 @@ test("AT-EDM graphs read each explicit attention map once for the head mean (sco
   // The head mean is a memory-bound pass over B x h x N x N floats (670 MB per SD-XL 64x64 block); the score and
   // the copy recovery must share one.
   const at: StepInfo = { step: 0, steps: 1 };
-  for (const v of [{}, { score: "column-mean" }, { score: "gwpr-rms" }, { recovery: "copy-delta" }] as AtEdmOptions[]) {
+  for (const v of [{}, { score: "column-mean" }, { score: "gwpr-rms" }, { recovery: "copy-delta" }, { recovery: "copy-sym" }] as AtEdmOptions[]) {
     const { g, pruned } = methodGraph(TINY.sdxl, new AtEdm({ ratio: 0.5, schedule: "none", ...v }), [16, 12], at);
     const probs = new Set(g.nodes.filter((n) => n.op_type === "Softmax").map((n) => n.output[0]!));
     const reducesHeads = (n: (typeof g.nodes)[number]) =>
@@ -433,6 +434,8 @@ test("real AT-EDM graphs, other variants and settings (tiny fixtures): score, re
     { score: "random" },
     { recovery: "nearest" },
     { recovery: "zero" },
+    { score: "feature-norm", recovery: "copy-col" }, // the recovery alone reads the head-mean map
+    { score: "random", recovery: "copy-sym" },
     { iterations: 3, damping: 0.15 },
     { maskSharing: "conditional" },
     { score: "gwpr-rms", recovery: "cosine", pruningPoint: "after-layer1", iterations: 4 },

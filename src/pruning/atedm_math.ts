@@ -6,7 +6,8 @@
  *   G-WPR (step 2) ............ `gwprScore`, and every score variant in the `SCORES` table
  *   keep set (step 3) ......... `keepCount` (k from the ratio), `keepIndices` (top k, ties to the lower index)
  *   pruning point (steps 4, 6)  `resolvePruningPoint` (the rule), applied by `atedmRunner` in atedm.ts
- *   recovery (step 5) ......... every recovery variant in the `RECOVERIES` table, `recoverySources` (the argmax)
+ *   recovery (step 5) ......... every recovery variant in the `RECOVERIES` table, `recoverySources` (the argmax),
+ *                               `keptColumns` / `keptRows` (A[i, kept] / A[kept, i] for the attention-based copies)
  *   DSAP ...................... schedules.ts
  *
  * Each variant in a table declares what it reads and the multiply-adds it adds (the pruning overhead line of the
@@ -16,7 +17,7 @@
 import type { GraphBuilder, Value } from "../graph/builder.js";
 
 export type ScoreVariant = "gwpr" | "gwpr-rms" | "column-mean" | "cross-gwpr" | "random" | "feature-norm";
-export type RecoveryVariant = "copy" | "copy-delta" | "cosine" | "nearest" | "zero";
+export type RecoveryVariant = "copy" | "copy-delta" | "cosine" | "nearest" | "zero" | "copy-col" | "copy-sym";
 export type PruningPoint = "auto" | "after-layer1" | "after-attn1";
 export type MaskSharing = "per-element" | "conditional";
 
@@ -217,6 +218,15 @@ export function keptColumns(g: GraphBuilder, A: Value, keep: Value): Value {
   return g.op("Squeeze", [g.op("GatherElements", [A, idx], { axis: 3 }), g.ints([1])]);
 }
 
+/**
+ * Rows of the head-mean map A (B, 1, N, N) at the kept tokens, as (B, N, k): A[b][keep[j], i], how much kept token j
+ * attends to token i. A gather of k rows and a transpose of the (B, k, N) result; no multiply-adds.
+ */
+export function keptRows(g: GraphBuilder, A: Value, keep: Value): Value {
+  const rows = gatherTokens(g, g.op("Squeeze", [A, g.ints([1])]), keep); // (B, k, N)
+  return g.op("Transpose", [rows], { perm: [0, 2, 1] });
+}
+
 /** Cosine similarity of every token of x (B, N, C) to every kept token: (B, N, k). */
 export function cosineToKept(g: GraphBuilder, x: Value, keep: Value): Value {
   const unit = g.op("Div", [x, g.op("ReduceL2", [x], { axes: [-1], keepdims: 1 })]);
@@ -328,6 +338,31 @@ export const RECOVERIES: Readonly<Record<RecoveryVariant, RecoveryVariantDef>> =
         return g.op("ScatterElements", [zeros, idx, out], { axis: 1 });
       });
     },
+  },
+  /**
+   * Copy by column: src(i) = argmax over kept j of A[j, i], the kept token that attends most to i (a row argmax of
+   * A often lands on an attention sink). Reads the same map as copy; no multiply-adds beyond the argmax.
+   */
+  "copy-col": {
+    readsHeadMean: true,
+    projOutOnAll: false,
+    macs: () => 0,
+    recover: (i) => copyFromSources(i, () => keptRows(i.g, i.headMean(), i.keep), true),
+  },
+  /** Copy by symmetric attention: src(i) = argmax over kept j of A[i, j] + A[j, i] (an element-wise add, not counted). */
+  "copy-sym": {
+    readsHeadMean: true,
+    projOutOnAll: false,
+    macs: () => 0,
+    recover: (i) =>
+      copyFromSources(
+        i,
+        () => {
+          const A = i.headMean();
+          return i.g.op("Add", [keptColumns(i.g, A, i.keep), keptRows(i.g, A, i.keep)]);
+        },
+        true,
+      ),
   },
 };
 

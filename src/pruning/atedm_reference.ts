@@ -84,14 +84,23 @@ export function keepSet(score: ArrayLike<number>, k: number): number[] {
   return order.slice(0, k).sort((a, b) => a - b);
 }
 
-export type RecoveryKind = "copy" | "cosine" | "nearest";
+export type RecoveryKind = "copy" | "copy-col" | "copy-sym" | "cosine" | "nearest";
+
+/** The attention-based copy similarities of token i to kept token j on the head-mean map A (N, N). */
+function attentionSimilarity(kind: "copy" | "copy-col" | "copy-sym", A: Float64Array, N: number, i: number, j: number): number {
+  if (kind === "copy") return A[i * N + j]!; // how much i attends to j
+  if (kind === "copy-col") return A[j * N + i]!; // how much j attends to i
+  return A[i * N + j]! + A[j * N + i]!;
+}
 
 /**
  * For every token i, the position (in `keep`) of the kept token whose output it receives. Kept tokens map to
  * themselves; ties go to the lower kept index.
- *  copy:    argmax over kept j of A[i, j]
- *  cosine:  argmax over kept j of cos(x1_i, x1_j)  (x1: layer-1 outputs (N, C))
- *  nearest: argmin over kept j of the squared grid distance (width W)
+ *  copy:     argmax over kept j of A[i, j]
+ *  copy-col: argmax over kept j of A[j, i]
+ *  copy-sym: argmax over kept j of A[i, j] + A[j, i]
+ *  cosine:   argmax over kept j of cos(x1_i, x1_j)  (x1: layer-1 outputs (N, C))
+ *  nearest:  argmin over kept j of the squared grid distance (width W)
  */
 export function recoverySources(
   kind: RecoveryKind,
@@ -111,7 +120,7 @@ export function recoverySources(
     let bestVal = -Infinity;
     keep.forEach((j, p) => {
       let v: number;
-      if (kind === "copy") v = data.A![i * N + j]!;
+      if (kind === "copy" || kind === "copy-col" || kind === "copy-sym") v = attentionSimilarity(kind, data.A!, N, i, j);
       else if (kind === "cosine") {
         const C = data.C!;
         let dot = 0,
@@ -149,7 +158,7 @@ export function gatherRows(x: ArrayLike<number>, idx: readonly number[], C: numb
 }
 
 /**
- * Copy-style recovery (copy, cosine, nearest), applied after proj_out: token i gets row src[i] of the kept
+ * Copy-style recovery (copy, copy-col, copy-sym, cosine, nearest), applied after proj_out: token i gets row src[i] of the kept
  * tokens' output `outKept` (k, C); src from recoverySources (kept tokens point at themselves). -> (N, C).
  */
 export function copyRefill(outKept: ArrayLike<number>, src: readonly number[], C: number): Float64Array {
@@ -215,11 +224,12 @@ export function keepBoundaryGap(score: ArrayLike<number>, k: number): number {
 
 /**
  * How clear the recovery choice is: over the pruned tokens, the smallest gap between the best and the second-best
- * kept candidate, (best - second) / max(|best|, 1e-30) for copy (A[i, j]) and absolute for cosine (values in
- * [-1, 1]). Infinity when nothing is pruned or only one token is kept. (nearest compares exact integers.)
+ * kept candidate, (best - second) / max(|best|, 1e-30) for the attention-based copies (copy, copy-col, copy-sym)
+ * and absolute for cosine (values in [-1, 1]). Infinity when nothing is pruned or only one token is kept. (nearest
+ * compares exact integers.)
  */
 export function recoveryMargin(
-  kind: "copy" | "cosine",
+  kind: "copy" | "copy-col" | "copy-sym" | "cosine",
   keep: number[],
   N: number,
   data: { A?: Float64Array; x1?: Float64Array; C?: number },
@@ -228,10 +238,10 @@ export function recoveryMargin(
   let margin = Infinity;
   for (let i = 0; i < N; i++) {
     if (kept.has(i) || keep.length < 2) continue;
-    const vals = keep.map((j) => (kind === "copy" ? data.A![i * N + j]! : cosineRows(data.x1!, i, j, data.C!)));
+    const vals = keep.map((j) => (kind === "cosine" ? cosineRows(data.x1!, i, j, data.C!) : attentionSimilarity(kind, data.A!, N, i, j)));
     vals.sort((a, b) => b - a);
     const gap = vals[0]! - vals[1]!;
-    margin = Math.min(margin, kind === "copy" ? gap / Math.max(Math.abs(vals[0]!), 1e-30) : gap);
+    margin = Math.min(margin, kind === "cosine" ? gap : gap / Math.max(Math.abs(vals[0]!), 1e-30));
   }
   return margin;
 }

@@ -314,7 +314,7 @@ export function denseBlockReference(blk: ReferenceBlock, inp: BlockInputs): Floa
 
 export interface AtedmReferenceOptions {
   score: "gwpr" | "gwpr-rms" | "column-mean" | "cross-gwpr" | "random" | "feature-norm";
-  recovery: "copy" | "copy-delta" | "cosine" | "nearest" | "zero";
+  recovery: "copy" | "copy-delta" | "cosine" | "nearest" | "zero" | "copy-col" | "copy-sym";
   pruningPoint: "after-layer1" | "after-attn1";
   maskSharing: "per-element" | "conditional";
   /** G-WPR iterations K (default 10) and damping (default 0). */
@@ -331,7 +331,7 @@ export interface AtedmReferenceResult {
   keep: number[][];
   /** keepBoundaryGap of each element's ranking score. */
   gaps: number[];
-  /** recoveryMargin per element (copy, copy-delta, cosine); null where the choice is exact (nearest) or absent (zero). */
+  /** recoveryMargin per element (copy, copy-delta, copy-col, copy-sym, cosine); null where the choice is exact (nearest) or absent (zero). */
   margins: Array<number | null>;
 }
 
@@ -414,6 +414,8 @@ export function atedmBlockReference(
     let branch: Float64Array;
     switch (o.recovery) {
       case "copy":
+      case "copy-col":
+      case "copy-sym":
       case "cosine":
       case "nearest": {
         const src = ref.recoverySources(o.recovery, kb, N, { A, x1, C, W });
