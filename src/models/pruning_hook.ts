@@ -46,6 +46,11 @@ export interface TransformerContext {
   projOut(x: Value): Value;
   /** Record a named intermediate (made a graph output when requested). */
   tap(name: string, v: Value, dtype?: "float32" | "int64"): void;
+  /** The block's input (B, C, H, W) before its GroupNorm: what its outer residual adds (for probes, e.g. the
+   * recovery-error oracle of src/eval/recovery_error.ts; a runner need not read it). */
+  input?: Value;
+  /** The encoder hidden states (B, L, D) that cross-attention reads (the same for every block). */
+  context?: Value;
 }
 
 /** Runs the layers of one attention block and returns the dense (B, N, C) output of proj_out. */

@@ -97,7 +97,7 @@ export function transformer2DModel(
     };
     const tokens = tokenLinear(p.at("proj_in"), tokensIn);
     const layers = Array.from({ length: block.depth }, (_, l) => basicTransformerBlock(g, p.at(`transformer_blocks.${l}`), block, context));
-    const out = runner({ g, block, tokens, height, width, layers, projOut: (t) => tokenLinear(p.at("proj_out"), t), tap });
+    const out = runner({ g, block, tokens, height, width, layers, projOut: (t) => tokenLinear(p.at("proj_out"), t), tap, input: x, context });
     // (B, N, C) -> (B, C, H, W), plus the block's residual.
     const spatial = g.op("Reshape", [g.op("Transpose", [out], { perm: [0, 2, 1] }), shape]);
     return g.op("Add", [spatial, x]);
