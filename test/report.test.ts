@@ -105,7 +105,7 @@ function makeEvalDir(name: string): { dir: string; result: EvalResult } {
     threads: 2,
     budgets: [0.4],
     unreachable: [{ spec: "tome:0.5", budget: 0.4, max_saving: 0.31 }],
-    bootstrap: { samples: 1000, seed: 0, unit: "prompt" },
+    bootstrap: { samples: 1000, fd_samples: 200, seed: 0, unit: "prompt" },
     features: { name: "shapes-features", dim: 64, reference_images: 200 },
     methods: [
       method("atedm:0.3", "atedm", 0.3, 0.22, 1.2, q(0.95, 1.5, 31), [200, 60, 60]),

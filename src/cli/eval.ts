@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { AtedmError } from "../errors.js";
 import { writeFileAtomic } from "../io/files.js";
 import { planRuns } from "../eval/plan.js";
-import { isShapesPromptSet, runEval } from "../eval/run.js";
+import { FD_BOOTSTRAP_SAMPLES, isShapesPromptSet, runEval } from "../eval/run.js";
 import type { EvalResult } from "../eval/types.js";
 import { ClipScorer } from "../metrics/clip_score.js";
 import { FeatureExtractor, SHAPES_FEATURES } from "../metrics/features.js";
@@ -39,6 +39,7 @@ const flags: Flags = {
   "clip-text": { type: "string" },
   "clip-tokenizer": { type: "string" },
   bootstrap: { type: "string" },
+  "fd-bootstrap": { type: "string" },
   "bootstrap-seed": { type: "string" },
   "no-overlays": { type: "boolean" },
   json: { type: "boolean" },
@@ -83,6 +84,8 @@ stopped; DIR/eval.json (written atomically) is what 'atedm report --in DIR' read
                         CLIP image and text encoders as ONNX (projected embeddings; see src/metrics/clip_score.ts)
                         and a CLIP tokenizer folder, for 'clip_score' (100 x cosine, Hessel et al. 2021).
   --bootstrap N         bootstrap resamples per interval, 1..${MAX_BOOTSTRAP} (default 1000).
+  --fd-bootstrap N      resamples of the Frechet distances' intervals, at most --bootstrap (default ${FD_BOOTSTRAP_SAMPLES}: each
+                        costs two covariances and an eigen-decomposition).
   --bootstrap-seed S    seed of the resampling (default 0).
   --no-overlays         skip the kept-token overlays (one extra image per AT-EDM method).
   --json                print eval.json on stdout as well.
@@ -141,6 +144,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
   const guidance = num(str("guidance"), "guidance", 0, LIMITS.guidance);
   const scheduler = oneOf(str("scheduler"), "scheduler", SCHEDULER_NAMES);
   const samples = int(str("bootstrap"), "bootstrap", 1, MAX_BOOTSTRAP) ?? 1000;
+  const fdSamples = int(str("fd-bootstrap"), "fd-bootstrap", 1, MAX_BOOTSTRAP);
   const bootSeed = int(str("bootstrap-seed"), "bootstrap-seed", 0, 0xffffffff) ?? 0;
   const budgets = parseBudgets(str("budgets"));
   const specs = parseMethodSpecs(str("methods") ?? DEFAULT_METHODS, v);
@@ -200,6 +204,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
       fidFeatures: fid,
       clip,
       bootstrapSamples: samples,
+      fdBootstrapSamples: fdSamples,
       bootstrapSeed: bootSeed,
       overlays: v["no-overlays"] !== true,
       command: ["atedm", "eval", ...argv].join(" "),

@@ -12,6 +12,9 @@ Stable Diffusion in TypeScript on ONNX Runtime, with attention-driven token prun
 Commands
   generate [PROMPT]   text to image (default model: the embedded shapes model)
   flops               analytic FLOPs of a U-Net call, with and without pruning
+  eval                quality, FLOPs and speed of pruning methods on a prompt file, with intervals
+  report              a static HTML report of an eval folder
+  recovery-error      per block and step, how far each recovery variant is from the unpruned block
   eval-alignment      text-image alignment of a shapes model on a prompt file
   export-shapes       write the synthetic shapes training set
 
@@ -24,6 +27,9 @@ type Command = (argv: string[]) => Promise<number>;
 const commands: Record<string, () => Promise<Command>> = {
   generate: async () => (await import("./generate.js")).generateCommand,
   flops: async () => (await import("./flops.js")).flopsCommand,
+  eval: async () => (await import("./eval.js")).evalCommand,
+  report: async () => (await import("./report.js")).reportCommand,
+  "recovery-error": async () => (await import("./recovery_error.js")).recoveryErrorCommand,
   "eval-alignment": async () => (await import("./eval_alignment.js")).evalAlignmentCommand,
   "export-shapes": async () => (await import("./export_shapes.js")).exportShapesCommand,
 };

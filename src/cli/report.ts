@@ -73,7 +73,7 @@ const EVAL_RESULT: Schema<EvalResult> = obj({
   threads: count,
   budgets: nullable(v.array(number, "a list of numbers or null")),
   unreachable: v.array(obj({ spec: str, budget: number, max_saving: number }), "a list of {spec, budget, max_saving}"),
-  bootstrap: obj({ samples: count, seed: count, unit: v.literal("prompt", '"prompt"') }),
+  bootstrap: obj({ samples: count, fd_samples: count, seed: count, unit: v.literal("prompt", '"prompt"') }),
   features: nullable(obj({ name: str, dim: count, reference_images: count })),
   methods: v.array(
     obj({

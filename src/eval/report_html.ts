@@ -280,7 +280,7 @@ ${header(result)}
 ${methodTable(result)}
 ${unreachable(result)}
 <h2 id="plots-title">Quality vs cost</h2>
-<p>Points are means over the images; bars are 95 % bootstrap intervals (${e(result.bootstrap.samples)} samples, resampled by ${e(result.bootstrap.unit)}).
+<p>Points are means over the images; bars are 95 % bootstrap intervals (${e(result.bootstrap.samples)} samples, ${e(result.bootstrap.fd_samples)} for Frechet distances, resampled by ${e(result.bootstrap.unit)}).
 Ringed points, joined by the dotted line, are Pareto-optimal on the mean (more saving or speed, better quality).</p>
 <div class="plots">
 ${figs.map((f) => `<div class="plot" id="${f.id}" data-metric="${e(f.metric)}" data-axis="${f.axis}" data-points="${f.points}"></div>`).join("\n")}

@@ -75,7 +75,13 @@ export interface EvalResult {
   budgets: number[] | null;
   unreachable: UnreachableBudget[];
   /** How the intervals were made. */
-  bootstrap: { samples: number; seed: number; unit: "prompt" };
+  bootstrap: {
+    samples: number;
+    /** Resamples of the Frechet distances (each needs two covariances and an eigen-decomposition); <= samples. */
+    fd_samples: number;
+    seed: number;
+    unit: "prompt";
+  };
   /** The feature extractor behind `fd` (and `fid`), or null when none ran. */
   features: { name: string; dim: number; reference_images: number } | null;
   methods: MethodResult[];
