@@ -15,6 +15,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { pruningFlags } from "../src/cli/pruning_flags.js";
+import { ATEDM_GRAPH_DEFAULTS } from "../src/pruning/atedm.js";
 import { AtedmError } from "../src/errors.js";
 import { writePng } from "../src/io/png.js";
 import { readSafetensors, writeSafetensors } from "../src/io/safetensors.js";
@@ -186,16 +187,8 @@ test("generate --method atedm --save-masks writes kept-token and score images pe
   const j = JSON.parse(r.stdout);
   assert.equal(j.method, "atedm");
   assert.equal(j.ratio, 0.5);
-  assert.deepEqual(j.method_options, {
-    schedule: "none",
-    score: "gwpr",
-    iterations: 10,
-    damping: 0,
-    recovery: "copy",
-    pruningPoint: "auto",
-    maskSharing: "per-element",
-    seed: 0,
-  });
+  // Every option the method ran with, the unset ones from the default preset.
+  assert.deepEqual(j.method_options, { schedule: "none", preset: "default", ...ATEDM_GRAPH_DEFAULTS, seed: 0 });
   assert.deepEqual([j.prompt, j.seed, j.steps, j.height, j.width, j.scheduler, j.guidance], ["a cabin", 0, 2, 64, 64, "euler", 5]);
   assert.ok(j.flops_saving > 0 && j.flops_saving < 1);
   assert.deepEqual(j.output, { image: "m.png", masks: "masks" });
