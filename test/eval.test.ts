@@ -10,6 +10,7 @@ import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, test } from "node:test";
 import { parseMethodSpecs } from "../src/cli/method_specs.js";
+import { GraphBuilder } from "../src/graph/builder.js";
 import { planRuns, ratioForBudget } from "../src/eval/plan.js";
 import type { EvalResult } from "../src/eval/types.js";
 import { generationFlops } from "../src/metrics/flops.js";
@@ -103,6 +104,15 @@ describe("eval command", () => {
     await bad(["--prompts", binary, "--out", out], new RegExp(`${binary}: not a text file`));
     const notShapes = prompts(["a photo of an astronaut riding a horse"]);
     await bad(["--prompts", notShapes, "--out", out, "--features", "x.onnx"], /Frechet distance needs real images.*pass --features none/);
+    // A feature extractor whose input is not [N, 3, H, W] is refused at load, before any image is generated.
+    const g = new GraphBuilder("one_channel");
+    g.output(g.op("ReduceMean", [g.input("x", "float32", ["N", 1, 8, 8])], { axes: [2, 3], keepdims: 0 }), "y", "float32");
+    const wrong = join(tmp("onnx"), "one_channel.onnx");
+    writeFileSync(wrong, g.toBytes());
+    await bad(
+      ["--prompts", good, "--out", out, "--features", wrong],
+      new RegExp(`${wrong}: input 'x' is float32 \\[N, 1, 8, 8\\]; a feature extractor takes`),
+    );
     assert.equal(existsSync(out), false, "nothing is written for bad input");
   });
 
