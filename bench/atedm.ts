@@ -67,13 +67,13 @@ function overheadSeconds(profileDir: string): number {
 async function benchModel(label: string, cfg: UNetConfig, weights: Weights, h: number, w: number, n: number) {
   const latent: [number, number] = [h, w];
   const base = methodFlops(cfg, null, latent, STEP);
-  const a63 = new AtEdm({ ratio: 0.63, schedule: "none" });
+  const a63 = new AtEdm({ ratio: 0.63, schedule: "none", preset: "paper" });
   const target = methodFlops(cfg, a63, latent, STEP).total;
   const tomeOptions = { maxDownsample: 8, mergeAttn: true, mergeCrossattn: true, mergeMlp: true, useRand: false };
   const tomeRatio = matchTomeRatio(cfg, latent, target, tomeOptions);
   const methods: Array<[string, PruningMethod | null]> = [
     ["unpruned", null],
-    ["AT-EDM 0.5", new AtEdm({ ratio: 0.5, schedule: "none" })],
+    ["AT-EDM 0.5", new AtEdm({ ratio: 0.5, schedule: "none", preset: "paper" })],
     ["AT-EDM 0.63", a63],
     [`ToMe ${tomeRatio.toFixed(3)} (matched)`, new Tome({ ratio: tomeRatio, ...tomeOptions })],
   ];

@@ -32,7 +32,7 @@ if (JOB) {
   // Child: load, estimate, generate one step, report.
   const job = JSON.parse(JOB) as Job;
   const pipe = await loadPipeline(job.model, { threads: 2 });
-  if (job.method === "atedm") applyAtEdm(pipe, { ratio: 0.5, schedule: "none" });
+  if (job.method === "atedm") applyAtEdm(pipe, { ratio: 0.5, schedule: "none", preset: "paper" });
   const rss = process.memoryUsage.rss();
   const estimate = pipe.estimateMemory(job.size, job.size, { steps: 1 });
   await pipe.generate({ prompt: "a red circle", steps: 1, height: job.size, width: job.size });

@@ -27,7 +27,7 @@ if (model === "sd15" || model === "sdxl") {
   weights = new Weights(componentWeights(model, "unet"));
 }
 const latent = Number(arg("latent", String(cfg.sample_size)));
-const method = arg("method") === "atedm" ? new AtEdm({ ratio: Number(arg("ratio", "0.5")), schedule: "none" }) : null;
+const method = arg("method") === "atedm" ? new AtEdm({ ratio: Number(arg("ratio", "0.5")), schedule: "none", preset: "paper" }) : null;
 const step = { step: 0, steps: 1 };
 const blocks = method ? attentionBlocks(cfg) : [];
 const dir = mkdtempSync(join(tmpdir(), "atedm-prof-"));

@@ -3,7 +3,7 @@
  * (buildAttentionBlockGraph + AtEdm's runner) against a float64 composition of diffusers' Transformer2DModel
  * (test/helpers/transformer_reference.ts) and the SPEC's ranking/keep/recovery (src/pruning/atedm_reference.ts).
  *
- * Covered: every score variant with the default recovery (copy), every other recovery variant with the default
+ * Covered: every score variant with the paper's recovery (copy), every other recovery variant with the paper's
  * score (gwpr), and maskSharing "conditional", each at both pruning points, on a depth-1 block (tiny-sd) and a
  * depth-3 block (tiny-sdxl). Per variant the graph's tapped scores must match the float64 scores, its keep set must
  * equal the reference keep set (the boundary gap is asserted clear, so the comparison always runs), the output must

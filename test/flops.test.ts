@@ -29,7 +29,7 @@ import {
   type UNetFlopsOptions,
 } from "../src/metrics/flops.js";
 import { compareUNetFlops, flopsUnder, graphFlops, type GraphFlopsInputs } from "./helpers/graph_flops.js";
-import { AtEdm, keepInput, type AtEdmOptions } from "../src/pruning/atedm.js";
+import { ATEDM_GRAPH_DEFAULTS, AtEdm, keepInput, type AtEdmOptions } from "../src/pruning/atedm.js";
 import { Tome, type TomeMethodOptions } from "../src/pruning/tome_method.js";
 import type { Tensor } from "../src/runtime/session.js";
 import { stepFlops } from "../src/cli/flops.js";
@@ -143,7 +143,7 @@ test("analytic pruned counts: hand-computed blocks", () => {
   );
 
   // Keep 1 token after layer 1 (the default for depth >= 2): layers 2, 3 and proj_out on 1 token.
-  const p = unetFlops(cfg, { latent: [8, 8], keep: { [path]: 1 } });
+  const p = unetFlops(cfg, { latent: [8, 8], keep: { [path]: 1 }, recovery: "copy" });
   const b1 = p.byBlock.find((b) => b.path === path)!;
   assert.equal(b1.pruningPoint, "after-layer1");
   assert.equal(
@@ -183,7 +183,7 @@ test("analytic pruned counts: hand-computed blocks", () => {
 
   // Depth-1 block (tiny-sd down_blocks.1.attentions.0 at 4x4 of an 8x8 latent: N = 16, C = 24, text 77 x 32):
   // the default point is after attn1.
-  const sd = unetFlops(TINY.sd, { latent: [8, 8], keep: { "down_blocks.1.attentions.0": 5 }, batch: 2 });
+  const sd = unetFlops(TINY.sd, { latent: [8, 8], keep: { "down_blocks.1.attentions.0": 5 }, batch: 2, recovery: "copy" });
   const b = sd.byBlock.find((x) => x.path === "down_blocks.1.attentions.0")!;
   const [n1, k1, D1] = [16, 5, 32];
   const expected =
@@ -354,8 +354,8 @@ function atedmOverheadFormula(cfg: UNetConfig, latent: [number, number], keep: R
     const N = blockTokens({ height: latent[0], width: latent[1] }, b);
     const C = b.channels;
     const point = o.pruningPoint && o.pruningPoint !== "auto" ? o.pruningPoint : b.depth >= 2 ? "after-layer1" : "after-attn1";
-    const score = o.score ?? "gwpr";
-    const recovery = o.recovery ?? "copy";
+    const score = o.score ?? ATEDM_GRAPH_DEFAULTS.score;
+    const recovery = o.recovery ?? ATEDM_GRAPH_DEFAULTS.recovery;
     const readsMap = ["copy", "copy-delta", "copy-col", "copy-sym"].includes(recovery);
     if (score === "gwpr" || score === "column-mean" || readsMap) macs += b.heads * N * N; // the head mean
     if (score === "gwpr") macs += K * N * N; // K products with the head-mean map, from the uniform vector
@@ -363,14 +363,15 @@ function atedmOverheadFormula(cfg: UNetConfig, latent: [number, number], keep: R
     if (score === "gwpr-rms") macs += b.heads * K * N * N; // per head
     // cross-gwpr at the after-attn1 point: layer 1's cross-attention map on all N tokens (to_q and QK^T only).
     if (score === "cross-gwpr" && point === "after-attn1") macs += N * C * C + N * L * C;
-    if (o.recovery === "cosine") macs += N * k * C; // every token against the k kept ones
+    if (recovery === "cosine") macs += N * k * C; // every token against the k kept ones
   }
   return 2 * batch * macs;
 }
 
 test("real AT-EDM graphs (every block pruned; ratios 0.5, 0.63; variants) execute exactly the analytic FLOPs", () => {
   const variants: AtEdmOptions[] = [
-    {}, // defaults: gwpr K = 10, copy, after-layer1 for depth >= 2 / after-attn1 for depth 1
+    {}, // the default preset (after-layer1 for depth >= 2 / after-attn1 for depth 1)
+    { preset: "paper" }, // the SPEC's: gwpr K = 10, copy
     { pruningPoint: "after-attn1" },
     { recovery: "cosine" },
     { recovery: "copy-delta" },
@@ -394,7 +395,7 @@ test("real AT-EDM graphs (every block pruned; ratios 0.5, 0.63; variants) execut
           assert.equal(keep[b.path], keepCount(blockTokens({ height: latent[0], width: latent[1] }, b), ratio));
         }
         const options = { latent, keep, ...atedmFlopsOptions(method), inputs };
-        const c = assertGraphEqualsAnalytic(label, g, cfg, options, atedmOverheadFormula(cfg, latent, keep, v));
+        const c = assertGraphEqualsAnalytic(label, g, cfg, options, atedmOverheadFormula(cfg, latent, keep, method.graphOptions));
         // The step count the CLI and the pipeline use is the same count.
         const m = methodFlops(cfg, method, latent, at);
         assert.equal(m.total, c.analytic.total, `${label}: methodFlops`);
@@ -409,7 +410,15 @@ test("AT-EDM graphs read each explicit attention map once for the head mean (sco
   // The head mean is a memory-bound pass over B x h x N x N floats (670 MB per SD-XL 64x64 block); the score and
   // the copy recovery must share one.
   const at: StepInfo = { step: 0, steps: 1 };
-  for (const v of [{}, { score: "column-mean" }, { score: "gwpr-rms" }, { recovery: "copy-delta" }, { recovery: "copy-sym" }] as AtEdmOptions[]) {
+  const variants = [
+    {},
+    { preset: "paper" },
+    { score: "column-mean" },
+    { score: "gwpr-rms", recovery: "copy" },
+    { recovery: "copy-delta" },
+    { recovery: "copy-sym" },
+  ];
+  for (const v of variants as AtEdmOptions[]) {
     const { g, pruned } = methodGraph(TINY.sdxl, new AtEdm({ ratio: 0.5, schedule: "none", ...v }), [16, 12], at);
     const probs = new Set(g.nodes.filter((n) => n.op_type === "Softmax").map((n) => n.output[0]!));
     const reducesHeads = (n: (typeof g.nodes)[number]) =>
@@ -463,7 +472,7 @@ test("real AT-EDM graphs, other variants and settings (tiny fixtures): score, re
             g,
             cfg,
             { latent, batch: 2, keep, ...atedmFlopsOptions(method), inputs },
-            atedmOverheadFormula(cfg, latent, keep, v, 2),
+            atedmOverheadFormula(cfg, latent, keep, method.graphOptions, 2),
           );
           const m = methodFlops(cfg, method, latent, at, { batch: 2 });
           assert.equal(m.totalWithOverhead, c.analytic.totalWithOverhead, label);

@@ -1,7 +1,8 @@
 /**
  * Installing a pruning method on a U-Net or a pipeline, in the spirit of tomesd's apply_patch/remove_patch:
  *
- *   applyAtEdm(pipe, { ratio: 0.5 });     // DSAP schedule, G-WPR, copy recovery (the SPEC defaults)
+ *   applyAtEdm(pipe, { ratio: 0.5 });     // atedm's defaults: DSAP, G-WPR K = 10, cosine recovery
+ *   applyAtEdm(pipe, { ratio: 0.5, preset: "paper" });   // the SPEC's configuration (copy recovery)
  *   removePruning(pipe);                  // back to the unpruned model; weights stay loaded
  *
  * Re-applying with other options replaces the method; graphs are rebuilt lazily, weights are never reloaded.
@@ -23,7 +24,7 @@ export function applyPruning<M extends PruningMethod>(target: PruningTarget, met
   return method;
 }
 
-/** AT-EDM with the given options (defaults: ratio 0.5, DSAP, G-WPR K = 10, copy recovery). */
+/** AT-EDM with the given options (defaults: ratio 0.5 and the `default` preset, see ATEDM_PRESETS). */
 export function applyAtEdm(target: PruningTarget, options: AtEdmOptions = {}): AtEdm {
   return applyPruning(target, new AtEdm(options));
 }
@@ -38,7 +39,7 @@ export function removePruning(target: PruningTarget): void {
   unetOf(target).pruning = null;
 }
 
-export { AtEdm, type AtEdmOptions } from "./atedm.js";
+export { ATEDM_PRESETS, AtEdm, type AtEdmOptions, type AtEdmPreset } from "./atedm.js";
 export { Tome, type TomeMethodOptions } from "./tome_method.js";
 export type { MaskSharing, PruningPoint, RecoveryVariant, ScoreVariant } from "./atedm_math.js";
 export type { AttentionBlockCost, AttentionBlockInfo, GraphInput, LatentSize, PruningMethod, StepInfo } from "../models/pruning_hook.js";
