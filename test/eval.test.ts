@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -12,7 +12,10 @@ import { describe, test } from "node:test";
 import { parseMethodSpecs } from "../src/cli/method_specs.js";
 import { GraphBuilder } from "../src/graph/builder.js";
 import { planRuns, ratioForBudget } from "../src/eval/plan.js";
-import type { EvalResult } from "../src/eval/types.js";
+import { PSNR_CAP_DB, runEval } from "../src/eval/run.js";
+import type { EvalResult, MethodResult } from "../src/eval/types.js";
+import { writePng } from "../src/io/png.js";
+import type { TextToImagePipeline } from "../src/pipeline/text_to_image.js";
 import { generationFlops } from "../src/metrics/flops.js";
 import { resolveUNetConfig } from "../src/models/unet_structure.js";
 import { atedmInProcess } from "./helpers/cli.js";
@@ -75,6 +78,61 @@ describe("eval plan", () => {
     assert.throws(() => parseMethodSpecs("tome:0.5:recovery=copy", {}), /option 'recovery' does not apply to 'tome'/);
     assert.throws(() => parseMethodSpecs("atedm:1.5", {}), /ratio 1\.5 in 'atedm:1\.5' is not in \[0, 1\)/);
     assert.throws(() => parseMethodSpecs("atedm:0.5:recovery=glue", {}), /recovery must be one of .* got 'glue' \(in 'atedm:0\.5:recovery=glue'\)/);
+  });
+});
+
+describe("eval scoring", () => {
+  test("from cached images and records: alignment, its paired change, PSNR (identical images capped) and SSIM", async () => {
+    // Every image is already in the cache, so runEval only scores: the pipeline is never asked to generate.
+    const out = join(tmp("scored"), "out");
+    const { runs } = planRuns(parseMethodSpecs("none,atedm:0.5", {}), null, geometry);
+    const correct: Record<string, number[]> = { none: [1, 1, 1, 1], "atedm:0.5": [1, 1, 0, 0] }; // (prompt, seed) in order
+    const rgb = (v: number) => new Uint8Array(32 * 32 * 3).fill(v);
+    for (const run of runs) {
+      mkdirSync(join(out, "images", run.key), { recursive: true });
+      for (let i = 0; i < 4; i++) {
+        const [p, s] = [i >> 1, i & 1];
+        const stem = join(out, "images", run.key, `000${p}_${s}`);
+        // atedm's image differs from none's only for prompt 1.
+        writePng(`${stem}.png`, rgb(run.family === "none" || p === 0 ? 100 : 110), 32, 32);
+        const rec = { prompt: PROMPTS[p], seed: s, step_seconds: [run.family === "none" ? 0.04 : 0.02], generation_seconds: 1, other_seconds: 0.01 };
+        writeFileSync(
+          `${stem}.json`,
+          JSON.stringify({ ...rec, alignment: { all_correct: correct[run.name]![i] === 1, attributes: { background: true } } }),
+        );
+      }
+    }
+    const pipe = { dir: "stub", defaultGuidance: 4, unet: { keepSessionsOf: 1 } } as unknown as TextToImagePipeline;
+    const { result, generated } = await runEval({
+      pipe,
+      runs,
+      unreachable: [],
+      budgets: null,
+      prompts: PROMPTS,
+      promptsFile: "p.txt",
+      seeds: 2,
+      steps: 20,
+      outDir: out,
+      overlays: false,
+      command: "test",
+      version: "0",
+      machine: { cpus: 1, cpu: "x", platform: "x" },
+      threads: 1,
+      bootstrapSamples: 200,
+    });
+    assert.equal(generated, 0);
+    const [none, atedm] = result.methods as [MethodResult, MethodResult];
+    assert.equal(none.quality.alignment_all_correct!.value, 1);
+    assert.equal(atedm.quality.alignment_all_correct!.value, 0.5);
+    assert.equal(atedm.quality.alignment_all_correct_delta!.value, -0.5);
+    // Per-prompt changes are 0 and -1, so every resample's mean lies in [-1, 0] and both ends are reached.
+    assert.deepEqual(atedm.quality.alignment_all_correct_delta!.ci95, [-1, 0]);
+    assert.equal(none.quality.psnr, undefined);
+    // Prompt 0: identical (PSNR capped at 100 dB); prompt 1: a uniform offset of 10 -> 20 log10(255 / 10).
+    assert.ok(Math.abs(atedm.quality.psnr!.value - (PSNR_CAP_DB + 20 * Math.log10(25.5)) / 2) < 1e-9);
+    assert.ok(atedm.quality.ssim!.value < 1 && atedm.quality.ssim!.value > 0.9);
+    assert.equal(atedm.speedup, 2);
+    assert.deepEqual(result.timing, { generation_seconds: 8, other_seconds: 0.08, overhead: 0.08 / 8.08 });
   });
 });
 
@@ -173,6 +231,13 @@ describe("eval command", () => {
     });
     assert.deepEqual(strip(b), strip(a));
     assert.ok(a.methods[1]!.quality.psnr!.value > 10 && a.methods[1]!.quality.fd!.value > 0, "metrics were computed");
+    // The paired change is the difference of the two means (every prompt has the same seeds), with its own interval.
+    for (const m of a.methods.slice(1)) {
+      const d = m.quality.alignment_all_correct_delta!;
+      assert.ok(Math.abs(d.value - (m.quality.alignment_all_correct!.value - a.methods[0]!.quality.alignment_all_correct!.value)) < 1e-12, m.name);
+      assert.ok(d.ci95 && d.ci95[0] <= d.value && d.value <= d.ci95[1], `${m.name}: ${JSON.stringify(d)}`);
+    }
+    assert.equal(a.methods[0]!.quality.alignment_all_correct_delta, undefined, "none has no change against itself");
     assert.equal(a.methods.length, 3);
     for (const m of a.methods) assert.equal(m.images.length, 4);
 

@@ -56,10 +56,11 @@ export const EVAL_HELP = `Usage: atedm eval --prompts FILE --out DIR [--model DI
 
 Generate one image per prompt, seed and method, then score each method: FLOPs saving, seconds per step and
 speed-up (methods take turns image by image, so machine noise hits all alike), and quality with a 95 % bootstrap
-interval over prompts: text alignment per attribute (shapes models), Frechet distance to real renders of the
-captions (shapes models), PSNR and SSIM against the unpruned image of the same prompt and seed, and optionally
-FID and CLIP score with ONNX files you supply. Every image is cached in --out, so a killed eval resumes where it
-stopped; DIR/eval.json (written atomically) is what 'atedm report --in DIR' reads.
+interval over prompts: text alignment per attribute, and its change against the unpruned image of the same prompt
+and seed (shapes models); Frechet distance to real renders of the captions (shapes models); PSNR and SSIM against
+the unpruned image of the same prompt and seed; optionally FID and CLIP score with ONNX files you supply. Every
+image is cached in --out, so a killed eval resumes where it stopped; DIR/eval.json (written atomically) is what
+'atedm report --in DIR' reads.
 
   --prompts FILE        one prompt per line (blank lines and # comments skipped).
   --out DIR             output folder (created; an existing eval there with the same settings is resumed).

@@ -68,7 +68,7 @@ export interface Figure {
 
 /** Metrics present in any method, in a fixed order: the known ones first, then the rest by name. */
 export function metricsOf(result: EvalResult): string[] {
-  const order = ["alignment_all_correct", "clip_score", "fd", "fid", "psnr", "ssim"];
+  const order = ["alignment_all_correct", "alignment_all_correct_delta", "clip_score", "fd", "fid", "psnr", "ssim"];
   const names = new Set(result.methods.flatMap((m) => Object.keys(m.quality)));
   const rank = (n: string) => (order.includes(n) ? order.indexOf(n) : order.length);
   return [...names].sort((a, b) => rank(a) - rank(b) || (a < b ? -1 : a > b ? 1 : 0));

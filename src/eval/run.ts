@@ -298,6 +298,12 @@ export async function runEval(o: EvalOptions): Promise<{ result: EvalResult; gen
         );
       }
     }
+    if (run !== reference && shapes) {
+      // Paired with the reference image of the same prompt and seed: the interval of the change is much tighter
+      // than the two methods' own intervals side by side.
+      const correct = (id: string) => (records.get(id)!.alignment!.all_correct ? 1 : 0);
+      quality.alignment_all_correct_delta = perPromptMetric(grid(run, (id, pi, s) => correct(id) - correct(`${reference.key}/${pad(pi)}_${s}`)));
+    }
     if (run !== reference) {
       const ref = (pi: number, s: number) => image(`${reference.key}/${pad(pi)}_${s}`);
       quality.psnr = perPromptMetric(grid(run, (id, pi, s) => Math.min(PSNR_CAP_DB, psnr(image(id), ref(pi, s), 255))));

@@ -15,7 +15,16 @@ export interface MetricValue {
  * (captions in the shapes grammar); `fd` needs a feature extractor (the embedded one for shapes models);
  * `psnr` and `ssim` compare each image with the unpruned image of the same prompt and seed (absent for `none`).
  */
-export type MetricName = "alignment_all_correct" | `alignment.${string}` | "fd" | "fid" | "clip_score" | "psnr" | "ssim";
+export type MetricName =
+  | "alignment_all_correct"
+  /** all_correct of the method minus that of `none` on the same prompt and seed (paired), for pruned methods. */
+  | "alignment_all_correct_delta"
+  | `alignment.${string}`
+  | "fd"
+  | "fid"
+  | "clip_score"
+  | "psnr"
+  | "ssim";
 
 export const LOWER_IS_BETTER: ReadonlySet<string> = new Set(["fd", "fid"]);
 
