@@ -188,7 +188,7 @@ for (const model of [TINY_SD, TINY_SDXL]) {
     assertClose("unpruned vs golden", dense.sample, tensorOf(golden(model, "unet.safetensors"), "output.sample"), TOL.unet);
     // One method, one session: at step 0 the ratio is 1e-3, which keeps all N tokens (k = floor(0.999 N + 0.5) = N
     // for N < 500) but runs the pruning graph; at steps 1 and 2 the ratio is 0.5 (k is a graph input).
-    unet.pruning = new AtEdm({ ratio: 0.5, schedule: (at, _block, ratio) => (at.step === 0 ? 1e-3 : ratio) });
+    unet.pruning = new AtEdm({ ratio: 0.5, preset: "paper", schedule: (at, _block, ratio) => (at.step === 0 ? 1e-3 : ratio) });
     const all = await unet.forward(inputs, { step: 0, steps: 3 });
     assert.ok(Object.values(all.ratios).every((r) => r > 0));
     assert.deepEqual(all.keptTokens, dense.keptTokens, "k = N in every block");
@@ -233,7 +233,7 @@ test("tiny-sd: the graph's keep set and G-WPR scores equal the reference compute
   const probs = tensorOf(gold, "attn.attn1_probs"); // [2, 4, 128, 128] of down_blocks.0.attentions.0
   const [B, h, N] = probs.dims as [number, number, number];
   const unet = UNet2DConditionModel.load(TINY_SD, rt);
-  unet.pruning = new AtEdm({ ratio: 0.5, schedule: noSchedule });
+  unet.pruning = new AtEdm({ ratio: 0.5, preset: "paper", schedule: noSchedule });
   const out = await unet.forward(unetInputs(TINY_SD), { step: 0, steps: 1 }, true);
   const block = unet.blocks[0]!;
   const score = out.extras[scoreOutput(block)]!.data as Float32Array;
@@ -259,7 +259,7 @@ test("tiny-sd: the graph's keep set and G-WPR scores equal the reference compute
 
 test("DSAP: protected blocks are unpruned in the first ceil(0.1 T) steps, all blocks after", () => {
   const unet = UNet2DConditionModel.load(TINY_SDXL, rt);
-  unet.pruning = new AtEdm({ ratio: 0.5, schedule: dsap() });
+  unet.pruning = new AtEdm({ ratio: 0.5, preset: "paper", schedule: dsap() });
   const early = unet.ratios({ step: 0, steps: 20 });
   const step1 = unet.ratios({ step: 1, steps: 20 });
   const late = unet.ratios({ step: 2, steps: 20 });

@@ -143,7 +143,7 @@ test("analytic pruned counts: hand-computed blocks", () => {
   );
 
   // Keep 1 token after layer 1 (the default for depth >= 2): layers 2, 3 and proj_out on 1 token.
-  const p = unetFlops(cfg, { latent: [8, 8], keep: { [path]: 1 }, recovery: "copy" });
+  const p = unetFlops(cfg, { latent: [8, 8], keep: { [path]: 1 }, score: "gwpr", recovery: "copy" });
   const b1 = p.byBlock.find((b) => b.path === path)!;
   assert.equal(b1.pruningPoint, "after-layer1");
   assert.equal(
@@ -166,7 +166,7 @@ test("analytic pruned counts: hand-computed blocks", () => {
   assert.equal(p.totalWithOverhead, p.total + 2 * (3 * N * N + 10 * N * N));
 
   // After layer 1's self-attention: attn1 (with to_out) on 4, its cross-attention and ff on 3, then 3.
-  const q = unetFlops(cfg, { latent: [8, 8], keep: { [path]: 3 }, pruningPoint: "after-attn1", recovery: "cosine", iterations: 4 });
+  const q = unetFlops(cfg, { latent: [8, 8], keep: { [path]: 3 }, pruningPoint: "after-attn1", score: "gwpr", recovery: "cosine", iterations: 4 });
   assert.equal(
     q.byBlock.find((b) => b.path === path)!.flops,
     block(
@@ -183,7 +183,7 @@ test("analytic pruned counts: hand-computed blocks", () => {
 
   // Depth-1 block (tiny-sd down_blocks.1.attentions.0 at 4x4 of an 8x8 latent: N = 16, C = 24, text 77 x 32):
   // the default point is after attn1.
-  const sd = unetFlops(TINY.sd, { latent: [8, 8], keep: { "down_blocks.1.attentions.0": 5 }, batch: 2, recovery: "copy" });
+  const sd = unetFlops(TINY.sd, { latent: [8, 8], keep: { "down_blocks.1.attentions.0": 5 }, batch: 2, score: "gwpr", recovery: "copy" });
   const b = sd.byBlock.find((x) => x.path === "down_blocks.1.attentions.0")!;
   const [n1, k1, D1] = [16, 5, 32];
   const expected =
@@ -411,7 +411,6 @@ test("AT-EDM graphs read each explicit attention map once for the head mean (sco
   // the copy recovery must share one.
   const at: StepInfo = { step: 0, steps: 1 };
   const variants = [
-    {},
     { preset: "paper" },
     { score: "column-mean" },
     { score: "gwpr-rms", recovery: "copy" },
@@ -557,7 +556,7 @@ test("stepFlops (atedm flops) and unetFlopsPerStep (generate) count ToMe as ToMe
   const latent: [number, number] = [128, 128];
   const dense = unetFlops(SDXL, { latent }).total;
   const tome = new Tome({ ratio: 0.5, maxDownsample: 4, mergeCrossattn: true, mergeMlp: true });
-  const atedm = new AtEdm({ ratio: 0.63, recovery: "cosine" }); // DSAP
+  const atedm = new AtEdm({ ratio: 0.63, recovery: "cosine", schedule: "dsap" });
   const steps = 10;
   for (const method of [tome, atedm]) {
     const perStep = stepFlops(SDXL, method, latent, steps);
@@ -611,7 +610,7 @@ test("matchTomeRatio finds the ToMe ratio with FLOPs closest to a target", () =>
   const opts = { maxDownsample: 4, mergeCrossattn: true, mergeMlp: true };
   const at = { step: 0, steps: 1 };
   for (const target of [
-    methodFlops(TINY.sd, new AtEdm({ ratio: 0.5, schedule: "none" }), latent, at).total,
+    methodFlops(TINY.sd, new AtEdm({ ratio: 0.5, schedule: "none", preset: "paper" }), latent, at).total,
     0.9 * unetFlops(TINY.sd, { latent }).total,
   ]) {
     const m = matchTomeRatioDetails(TINY.sd, latent, target, opts);
@@ -631,7 +630,7 @@ test("matchTomeRatio finds the ToMe ratio with FLOPs closest to a target", () =>
   // tomesd's default max_downsample 1 ToMe merges nothing in SD-XL.
   const L: [number, number] = [128, 128];
   const dense = unetFlops(SDXL, { latent: L }).total;
-  const target = methodFlops(SDXL, new AtEdm({ ratio: 0.63, schedule: "none" }), L, at).total;
+  const target = methodFlops(SDXL, new AtEdm({ ratio: 0.63, schedule: "none", preset: "paper" }), L, at).total;
   const all = matchTomeRatioDetails(SDXL, L, target, { maxDownsample: 4, mergeAttn: true, mergeCrossattn: true, mergeMlp: true });
   assert.ok(Math.abs(all.relativeError) < 1e-3 && all.ratio > 0.4 && all.ratio < 0.6, JSON.stringify([all.ratio, all.relativeError]));
   assert.ok(all.flops.overhead.matching > 0);

@@ -31,7 +31,7 @@ const pipe = await loadPipeline(DEFAULT_MODEL, { threads: 2 });
 const blocks = pipe.unet.blocks;
 const latent = { height: pipe.unet.config.sample_size, width: pipe.unet.config.sample_size };
 /** The main run, shared by the tests below: all variants at ratio 0.5. */
-const main = await recoveryErrors(pipe, { prompts: [PROMPT], steps: STEPS, ratio: RATIO });
+const main = await recoveryErrors(pipe, { prompts: [PROMPT], steps: STEPS, ratio: RATIO, score: "gwpr" });
 const key = (r: RecoveryErrorRecord) => `${r.block}|${r.step}`;
 const fmt = (x: number | null) => (x === null ? "null" : x.toExponential(3));
 

@@ -115,7 +115,7 @@ test("a size that cannot fit is refused in one line, fast, before anything big i
       [100000, "none"],
       [4096, "atedm"],
     ] as const) {
-      if (method === "atedm") applyAtEdm(pipe, { ratio: 0.5 });
+      if (method === "atedm") applyAtEdm(pipe, { ratio: 0.5, preset: "paper" }); // DSAP: two sessions
       const rss = process.memoryUsage.rss();
       const t = performance.now();
       await assert.rejects(pipe.generate({ prompt: "a red circle", steps: 20, height: size, width: size }), (e: Error) => {

@@ -33,12 +33,13 @@ export const PRUNING_HELP = `Token pruning
   --method none|atedm|tome  pruning method (default none).
   --ratio R                pruning ratio rho in [0, 1): the fraction of an attention block's tokens dropped
                            (atedm) or merged (tome). Default 0.5.
-  --schedule NAME          dsap | none | ramp: per-step policy (default dsap: the first 10 % of the steps leave the
-                           first attention block of each down stage and the last of each up stage unpruned).
-  AT-EDM variants (defaults: the preset's):
-  --preset NAME            default | paper: where unset AT-EDM options come from. paper = the SPEC's configuration
-                           (G-WPR K 10, copy recovery, DSAP), unchanged; default = atedm's measured defaults
-                           (docs/results.md): recovery ${ATEDM_PRESETS.default.recovery}, schedule ${ATEDM_PRESETS.default.schedule}.
+  --schedule NAME          dsap | none | ramp: per-step policy. dsap: the first 10 % of the steps leave the first
+                           attention block of each down stage and the last of each up stage unpruned. Default: for
+                           atedm the preset's (${ATEDM_PRESETS.default.schedule}; paper: ${ATEDM_PRESETS.paper.schedule}), for tome none.
+  AT-EDM variants (unset ones come from the preset):
+  --preset NAME            default | paper. paper = the SPEC's configuration, unchanged: score ${ATEDM_PRESETS.paper.score} (K ${ATEDM_PRESETS.paper.iterations}),
+                           recovery ${ATEDM_PRESETS.paper.recovery}, schedule ${ATEDM_PRESETS.paper.schedule}. default = atedm's, from measurements
+                           (docs/results.md): score ${ATEDM_PRESETS.default.score}, recovery ${ATEDM_PRESETS.default.recovery}, schedule ${ATEDM_PRESETS.default.schedule}.
   --score NAME             ${SCORE_VARIANTS.join(" | ")} (default ${ATEDM_PRESETS.default.score}).
   --iterations K           G-WPR iterations, 1..${LIMITS.iterations} (default ${ATEDM_PRESETS.default.iterations}).
   --damping D              G-WPR damping in [0, 1) (default ${ATEDM_PRESETS.default.damping}).
@@ -103,7 +104,7 @@ export function makeMethod(v: Values): PruningMethod | null {
 /** The method and every option it runs with (defaults filled in), for --json reports. */
 export function methodReport(method: PruningMethod | null, v: Values): { method: string; ratio: number; method_options: Record<string, unknown> } {
   if (!method) return { method: "none", ratio: 0, method_options: {} };
-  let schedule = (v.schedule as string | undefined) ?? (method.name === "tome" ? "none" : "dsap");
+  let schedule = (v.schedule as string | undefined) ?? "none";
   let options: Record<string, unknown> = {};
   if (method instanceof AtEdm) {
     const g = method.graphOptions as unknown as Record<string, unknown>;

@@ -67,7 +67,7 @@ export const ATEDM_PRESET_NAMES: readonly AtEdmPreset[] = ["default", "paper"];
 export const ATEDM_PRESETS: Readonly<Record<AtEdmPreset, Readonly<AtEdmGraphOptions & { schedule: ScheduleName }>>> = {
   paper: { score: "gwpr", iterations: 10, damping: 0, recovery: "copy", pruningPoint: "auto", maskSharing: "per-element", schedule: "dsap" },
   // Differs from `paper` only where docs/results.md shows, with intervals at matched FLOPs, that a variant is better.
-  default: { score: "gwpr", iterations: 10, damping: 0, recovery: "cosine", pruningPoint: "auto", maskSharing: "per-element", schedule: "dsap" },
+  default: { score: "random", iterations: 10, damping: 0, recovery: "cosine", pruningPoint: "auto", maskSharing: "per-element", schedule: "none" },
 };
 
 /** The graph options of the `default` preset. */
@@ -214,7 +214,7 @@ export interface AtEdmOptions extends Partial<AtEdmGraphOptions> {
   preset?: AtEdmPreset;
   /** Pruning ratio rho: the fraction of tokens dropped in a pruned block. Default 0.5. */
   ratio?: number;
-  /** Per-step, per-block ratio policy. Default: the preset's (DSAP in both). */
+  /** Per-step, per-block ratio policy. Default: the preset's (paper: DSAP; default: none). */
   schedule?: Schedule | ScheduleName;
   /** Seed of the `random` score variant. Default 0. */
   seed?: number;

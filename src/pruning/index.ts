@@ -1,8 +1,8 @@
 /**
  * Installing a pruning method on a U-Net or a pipeline, in the spirit of tomesd's apply_patch/remove_patch:
  *
- *   applyAtEdm(pipe, { ratio: 0.5 });     // atedm's defaults: DSAP, G-WPR K = 10, cosine recovery
- *   applyAtEdm(pipe, { ratio: 0.5, preset: "paper" });   // the SPEC's configuration (copy recovery)
+ *   applyAtEdm(pipe, { ratio: 0.5 });                    // atedm's defaults (docs/results.md): random ranking, cosine recovery, no schedule
+ *   applyAtEdm(pipe, { ratio: 0.5, preset: "paper" });   // the SPEC's configuration: G-WPR K = 10, copy recovery, DSAP
  *   removePruning(pipe);                  // back to the unpruned model; weights stay loaded
  *
  * Re-applying with other options replaces the method; graphs are rebuilt lazily, weights are never reloaded.
