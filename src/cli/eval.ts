@@ -2,7 +2,6 @@
  * `atedm eval`: what pruning costs in quality and what it buys in FLOPs and seconds, for every listed method on
  * the same prompts and seeds, with bootstrap intervals; resumable; `atedm report` turns its folder into HTML.
  */
-import { readFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { join } from "node:path";
 import { AtedmError } from "../errors.js";
@@ -18,6 +17,7 @@ import { type Flags, int, LIMITS, num, oneOf, parse } from "./args.js";
 import { DEFAULT_MODEL } from "./generate.js";
 import { METHOD_OPTION_KEYS, parseMethodSpecs } from "./method_specs.js";
 import { checkOutputDir } from "./outputs.js";
+import { readPromptFile } from "./prompt_file.js";
 import { Progress, progressMode, status } from "./progress.js";
 import { PRUNING_HELP, pruningFlags } from "./pruning_flags.js";
 import { atedmVersion } from "./version.js";
@@ -97,29 +97,6 @@ Method options given as flags apply to every listed method they belong to (the m
 
 ${PRUNING_HELP.replace(/\n {2}--method [^\n]*\n(?: {27}[^\n]*\n)?/, "\n").replace(/\n {2}--ratio [^\n]*\n {27}[^\n]*\n/, "\n")}
 `;
-
-/** The prompts of a prompt file: one per line, blank lines and # comments skipped; one-line errors. */
-export function readPromptFile(file: string): string[] {
-  let bytes: Buffer;
-  try {
-    bytes = readFileSync(file);
-  } catch (e) {
-    throw new AtedmError(`${file}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
-  let text: string;
-  try {
-    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
-  } catch {
-    throw new AtedmError(`${file}: not a text file (not UTF-8)`);
-  }
-  if (text.includes("\0")) throw new AtedmError(`${file}: not a text file (it contains NUL bytes)`);
-  const prompts = text
-    .split(/\r?\n/)
-    .map((l) => l.trim())
-    .filter((l) => l && !l.startsWith("#"));
-  if (!prompts.length) throw new AtedmError(`${file}: no prompts (one per line; blank lines and # comments are skipped)`);
-  return prompts;
-}
 
 function parseBudgets(text: string | undefined): number[] | null {
   if (text === undefined) return null;

@@ -2,7 +2,6 @@
  * `atedm eval-alignment`: text-image alignment of a shapes model (the project's GenEval): generate an image per
  * prompt and seed, judge every attribute of its caption with the shapes analyzer, report the accuracies.
  */
-import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { AtedmError } from "../errors.js";
 import { makeDirectory } from "../io/files.js";
@@ -15,6 +14,7 @@ import { parseCaption } from "../shapes/grammar.js";
 import { type Flags, int, LIMITS, num, oneOf, parse } from "./args.js";
 import { DEFAULT_MODEL } from "./generate.js";
 import { checkOutputDir } from "./outputs.js";
+import { readPromptLines } from "./prompt_file.js";
 import { Progress, progressMode, status } from "./progress.js";
 import { makeMethod, methodReport, PRUNING_HELP, pruningFlags } from "./pruning_flags.js";
 import { atedmVersion } from "./version.js";
@@ -76,24 +76,15 @@ export async function evalAlignmentCommand(argv: string[]): Promise<number> {
   if (saveDir !== undefined) checkOutputDir(saveDir, "save-images");
   const promptFile = str("prompts");
   if (!promptFile) throw new AtedmError("eval-alignment: --prompts FILE is required");
-  let text: string;
-  try {
-    text = readFileSync(promptFile, "utf8");
-  } catch (e) {
-    throw new AtedmError(`${promptFile}: cannot read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
-  const prompts = text
-    .split("\n")
-    .map((l) => l.trim())
-    .filter((l) => l && !l.startsWith("#"));
-  if (!prompts.length) throw new AtedmError(`${promptFile}: no prompts`);
-  prompts.forEach((p, i) => {
+  const lines = readPromptLines(promptFile);
+  for (const { prompt, line } of lines) {
     try {
-      parseCaption(p);
+      parseCaption(prompt);
     } catch (e) {
-      throw new AtedmError(`${promptFile}:${i + 1}: ${(e as Error).message}`);
+      throw new AtedmError(`${promptFile}:${line}: ${(e as Error).message}`);
     }
-  });
+  }
+  const prompts = lines.map((p) => p.prompt);
 
   const mode = progressMode({ progress: v.progress === true, json: v.json === true });
   status(mode, `loading ${modelDir} ...`);

@@ -8,7 +8,7 @@ import { type RecoveryErrorResult, type RecoveryErrorStat, recoveryErrors } from
 import { loadPipeline } from "../pipeline/text_to_image.js";
 import { MASK_SHARING, PRUNING_POINTS, RECOVERY_VARIANTS, type RecoveryVariant, SCORE_VARIANTS } from "../pruning/atedm_math.js";
 import { type Flags, int, LIMITS, num, oneOf, parse } from "./args.js";
-import { readPromptFile } from "./eval.js";
+import { readPromptFile } from "./prompt_file.js";
 import { DEFAULT_MODEL } from "./generate.js";
 import { Progress, progressMode, status } from "./progress.js";
 import { atedmVersion } from "./version.js";
