@@ -178,6 +178,38 @@ test("rule 1: header must be UTF-8 and start with '{'", () => {
   rejectsFile(fileOf("array.safetensors", "[1,2]"), /does not start with '\{' \(it starts with "\[1,2\]/);
 });
 
+test("numbers are integers as written (2.0 and 4e0 are not offsets) and strings hold no lone surrogate, as the reference's JSON requires", () => {
+  const entry = (offsets: string) => `{"t":{"dtype":"F32","shape":[1],"data_offsets":${offsets}}}`;
+  rejectsFile(
+    fileOf("frac.safetensors", entry("[0,4.0]"), new Uint8Array(4)),
+    /frac\.safetensors: safetensors header has the number "4\.0"; shapes and data offsets are written as integers/,
+  );
+  rejectsFile(fileOf("exp.safetensors", entry("[0,4e0]"), new Uint8Array(4)), /header has the number "4e0"/);
+  rejectsFile(
+    fileOf("shape-frac.safetensors", '{"t":{"dtype":"F32","shape":[1.0],"data_offsets":[0,4]}}', new Uint8Array(4)),
+    /header has the number "1\.0"/,
+  );
+  rejectsFile(
+    fileOf("lone-key.safetensors", '{"\\ud800":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}', new Uint8Array(4)),
+    /lone UTF-16 surrogate/,
+  );
+  rejectsFile(
+    fileOf("lone-meta.safetensors", '{"__metadata__":{"a":"x\\udc00"}}'),
+    /lone-meta\.safetensors: safetensors header has a string with a lone UTF-16 surrogate/,
+  );
+  // A number inside a string, a paired surrogate escape and a plain integer are all fine.
+  const f = SafetensorsFile.open(
+    fileOf(
+      "fine.safetensors",
+      `{"__metadata__":{"v":"2.0","e":"\\ud83d\\ude00"},"t":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}`,
+      new Uint8Array(4),
+    ),
+  );
+  assert.equal(f.metadata.v, "2.0");
+  assert.equal(f.metadata.e, "\u{1f600}");
+  f.close();
+});
+
 test("rule 2: no duplicate keys, at the top level or inside an entry (escapes decoded); nested keys do not clash with top-level ones", () => {
   const t = '{"dtype":"F32","shape":[1],"data_offsets":[0,4]}';
   rejectsFile(fileOf("dup.safetensors", `{"t":${t},"t":${t}}`, new Uint8Array(4)), /dup\.safetensors: safetensors header has the key 't' twice/);

@@ -7,8 +7,8 @@
  * checkpoints over 4 GB work and only the tensors asked for are touched.
  *
  * The reader is as strict as the format's reference implementation (huggingface/safetensors): a header of at most
- * 100,000,000 bytes of UTF-8 JSON starting with `{`, no duplicate keys, known dtypes only, integer shapes and
- * offsets, byte lengths that match dtype and shape, and tensor data that tiles the data buffer exactly (from 0,
+ * 100,000,000 bytes of UTF-8 JSON starting with `{`, no duplicate keys, no lone UTF-16 surrogate escapes in the
+ * strings it decodes, known dtypes only, integer shapes and offsets (written as integers: not `2.0`), byte lengths that match dtype and shape, and tensor data that tiles the data buffer exactly (from 0,
  * no gaps, no overlap, no trailing bytes). Every violation is a one-line `AtedmError` naming the file and tensor.
  */
 import {
@@ -180,6 +180,59 @@ function duplicateJsonKey(text: string): { key: string; under: string | null } |
   return null;
 }
 
+/**
+ * The first shape dimension or data offset in a valid safetensors header text that is not written as an integer
+ * (`2.0`, `4e0`), or null. The reference implementation reads these as u64 and rejects a fraction or an exponent;
+ * JSON.parse would quietly read `2.0` as 2. Numbers elsewhere (an unknown field, which the reference ignores) pass.
+ */
+function nonIntegerNumber(text: string): string | null {
+  // One entry per open container: for an object, its current key; for an array, the key it sits under.
+  const stack: Array<{ array: boolean; key: string | null }> = [];
+  let lastKey: string | null = null;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) {
+      const start = i;
+      for (i++; text.charCodeAt(i) !== 0x22; i++) if (text.charCodeAt(i) === 0x5c) i++;
+      // A string followed by ':' is a key.
+      let j = i + 1;
+      while (/\s/.test(text[j] ?? "")) j++;
+      if (text[j] === ":") lastKey = JSON.parse(text.slice(start, i + 1)) as string;
+    } else if (c === 0x7b || c === 0x5b) {
+      stack.push({ array: c === 0x5b, key: lastKey });
+      lastKey = null;
+    } else if (c === 0x7d || c === 0x5d) {
+      stack.pop();
+    } else if (c === 0x2d || (c >= 0x30 && c <= 0x39)) {
+      const m = /^-?\d+(\.\d+)?([eE][+-]?\d+)?/.exec(text.slice(i, i + 400))!;
+      const top = stack[stack.length - 1];
+      const counted = stack.length === 3 && top?.array === true && (top.key === "shape" || top.key === "data_offsets");
+      if (counted && (m[1] !== undefined || m[2] !== undefined)) return m[0];
+      i += m[0].length - 1;
+    }
+  }
+  return null;
+}
+
+/** A lone UTF-16 surrogate (a `\ud800` escape without its pair), which the reference implementation's JSON parser rejects. */
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
+/**
+ * The first string the reference implementation decodes (tensor names, dtypes, metadata keys and values) that holds
+ * a lone surrogate, or null. Unknown fields are skipped, as the reference skips them.
+ */
+function loneSurrogateString(header: Record<string, unknown>): string | null {
+  const strings: unknown[] = [];
+  for (const [name, entry] of Object.entries(header)) {
+    strings.push(name);
+    if (entry === null || typeof entry !== "object") continue;
+    if (name === "__metadata__") for (const [k, v] of Object.entries(entry)) strings.push(k, v);
+    else strings.push((entry as { dtype?: unknown }).dtype);
+  }
+  for (const s of strings) if (typeof s === "string" && LONE_SURROGATE.test(s)) return s;
+  return null;
+}
+
 /** An open safetensors file: header parsed and validated, data read on demand. */
 export class SafetensorsFile {
   readonly path: string;
@@ -231,6 +284,12 @@ export class SafetensorsFile {
           : `${path}: safetensors header entry ${q(dup.under)} has the key ${q(dup.key)} twice`,
       );
     }
+    const lone = loneSurrogateString(header as Record<string, unknown>);
+    if (lone !== null) {
+      throw fail(
+        `${path}: safetensors header has a string with a lone UTF-16 surrogate escape (${show(lone.slice(0, 40))}); the format's JSON rejects it`,
+      );
+    }
     const dataStart = 8 + headerLen;
     const dataSize = size - dataStart;
     const spans: Array<[number, number, string]> = [];
@@ -279,6 +338,11 @@ export class SafetensorsFile {
       }
       spans.push([begin, end, name]);
       this.tensors.set(name, { name, dtype, shape: shape as number[], file: path, offset: dataStart + begin, byteLength: end - begin });
+    }
+    // Every shape and offset passed as a number; one written as 2.0 or 4e0 still fails, as in the reference.
+    const fraction = nonIntegerNumber(text);
+    if (fraction !== null) {
+      throw fail(`${path}: safetensors header has the number ${show(fraction)}; shapes and data offsets are written as integers`);
     }
     // The tensors must tile the data section exactly, as in the reference: sorted by offsets, the first begins at 0,
     // each begins where the one before ends, and the last ends at the end of the file.
