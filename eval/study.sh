@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The study of docs/results.md: what pruning costs in quality on the embedded shapes model, at matched FLOPs.
 # Usage: bash eval/study.sh [OUT_ROOT]   (default /tmp/atedm-study). Every eval resumes where it stopped, so a rerun
-# only rescores. About 75 min on 2 cores (the two evals can run side by side, one thread each).
+# only rescores. About 2.5 h as written; the two evals can also run side by side, one thread each (as for docs/results.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-/tmp/atedm-study}
