@@ -45,12 +45,8 @@ import torch.nn.functional as F  # noqa: E402
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
-COLORS = ["red", "green", "blue", "yellow", "purple", "orange", "white", "black"]
-BACKGROUNDS = ["white", "black", "gray"]
-SHAPES = ["circle", "square", "triangle", "cross"]
-SIZES = ["small", "large"]
-POSITIONS = ["top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right"]
-RELATIONS = ["left of", "right of", "above", "below"]
+# The caption vocabulary, as train_shapes.py mirrors it from src/shapes/grammar.ts.
+from train_shapes import BACKGROUNDS, COLORS, POSITIONS, RELATIONS, SHAPES, SIZES  # noqa: E402
 
 
 def alt(words: list[str]) -> str:
