@@ -5,7 +5,7 @@
 import { cpus } from "node:os";
 import { join } from "node:path";
 import { AtedmError } from "../errors.js";
-import { writeFileAtomic } from "../io/files.js";
+import { writeJsonAtomic } from "../io/files.js";
 import { planRuns } from "../eval/plan.js";
 import { FD_BOOTSTRAP_SAMPLES, isShapesPromptSet, runEval } from "../eval/run.js";
 import type { EvalResult } from "../eval/types.js";
@@ -13,7 +13,7 @@ import { ClipScorer } from "../metrics/clip_score.js";
 import { FeatureExtractor, SHAPES_FEATURES } from "../metrics/features.js";
 import { loadPipeline } from "../pipeline/text_to_image.js";
 import { SCHEDULER_NAMES } from "../schedulers/index.js";
-import { type Flags, int, LIMITS, num, oneOf, parse } from "./args.js";
+import { type Flags, int, LIMITS, MAX_SEED, num, oneOf, parse } from "./args.js";
 import { DEFAULT_MODEL } from "./generate.js";
 import { METHOD_OPTION_KEYS, parseMethodSpecs } from "./method_specs.js";
 import { checkOutputDir } from "./outputs.js";
@@ -123,7 +123,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
   const scheduler = oneOf(str("scheduler"), "scheduler", SCHEDULER_NAMES);
   const samples = int(str("bootstrap"), "bootstrap", 1, MAX_BOOTSTRAP) ?? 1000;
   const fdSamples = int(str("fd-bootstrap"), "fd-bootstrap", 1, MAX_BOOTSTRAP);
-  const bootSeed = int(str("bootstrap-seed"), "bootstrap-seed", 0, 0xffffffff) ?? 0;
+  const bootSeed = int(str("bootstrap-seed"), "bootstrap-seed", 0, MAX_SEED) ?? 0;
   const budgets = parseBudgets(str("budgets"));
   const specs = parseMethodSpecs(str("methods") ?? DEFAULT_METHODS, v);
   const modelDir = str("model") ?? DEFAULT_MODEL;
@@ -195,7 +195,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
     const wall = (performance.now() - wall0) / 1000;
     // This process's own clock (eval.json holds only what the cache determines, so a resumed eval writes the same).
     const run = { images_generated: generated, images_resumed: resumed, wall_seconds: wall, scoring_seconds: finalSeconds };
-    writeFileAtomic(join(outDir, "run.json"), [new TextEncoder().encode(`${JSON.stringify(run, null, 1)}\n`)]);
+    writeJsonAtomic(join(outDir, "run.json"), run, 1);
     status(mode, `${generated} images generated, ${resumed} resumed; scoring ${finalSeconds.toFixed(1)} s; ${wall.toFixed(1)} s in all`);
     if (v.json) process.stdout.write(`${JSON.stringify(result, null, 1)}\n`);
     else process.stdout.write(summaryTable(result));

@@ -147,7 +147,7 @@ export async function evalAlignmentCommand(argv: string[]): Promise<number> {
       guidance: guidance ?? pipe.defaultGuidance,
       scheduler: scheduler ?? "euler",
       threads: pipe.runtime.threads,
-      ...methodReport(method, v),
+      ...methodReport(method),
       all_correct: allCorrect / total,
       per_attribute: Object.fromEntries(Object.entries(correct).map(([k, [c, n]]) => [k, c / n])),
       per_prompt: perPrompt,

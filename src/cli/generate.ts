@@ -164,7 +164,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
       width: W,
       threads: pipe.runtime.threads,
     };
-    if (json) process.stdout.write(JSON.stringify(report(pipe, methodReport(method, v), modelDir, settings, result, outputs), null, 1) + "\n");
+    if (json) process.stdout.write(JSON.stringify(report(pipe, methodReport(method), modelDir, settings, result, outputs), null, 1) + "\n");
     else process.stderr.write(`wrote ${out} (${steps} steps in ${result.secondsTotal.toFixed(2)} s)\n`);
     return 0;
   } finally {

@@ -66,7 +66,7 @@ export function parseMethodSpecs(text: string, global: Values): EvalMethodSpec[]
     const make = (r: number) => {
       const v: Values = { ...values, ...(family === "none" ? {} : { ratio: String(r) }) };
       const method = makeMethod(v);
-      const report = methodReport(method, v);
+      const report = methodReport(method);
       return { method, options: report.method_options };
     };
     // Build once now, so a bad option value is reported before the model loads.

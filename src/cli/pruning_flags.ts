@@ -102,13 +102,12 @@ export function makeMethod(v: Values): PruningMethod | null {
 }
 
 /** The method and every option it runs with (defaults filled in), for --json reports. */
-export function methodReport(method: PruningMethod | null, v: Values): { method: string; ratio: number; method_options: Record<string, unknown> } {
+export function methodReport(method: PruningMethod | null): { method: string; ratio: number; method_options: Record<string, unknown> } {
   if (!method) return { method: "none", ratio: 0, method_options: {} };
-  let schedule = (v.schedule as string | undefined) ?? "none";
+  const schedule = method instanceof AtEdm || method instanceof Tome ? method.scheduleName : "custom";
   let options: Record<string, unknown> = {};
   if (method instanceof AtEdm) {
     const g = method.graphOptions as unknown as Record<string, unknown>;
-    schedule = method.scheduleName;
     options = { preset: method.preset, ...Object.fromEntries(Object.keys(ATEDM_GRAPH_DEFAULTS).map((k) => [k, g[k]])), seed: method.seed };
   } else if (method instanceof Tome) {
     const { ratio: _ratio, ...rest } = method.options;

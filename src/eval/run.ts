@@ -17,8 +17,9 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { AtedmError } from "../errors.js";
-import { makeDirectory, writeFileAtomic } from "../io/files.js";
+import { makeDirectory, writeJsonAtomic } from "../io/files.js";
 import { readPng, toRGB8, writePng } from "../io/png.js";
+import { median } from "../metrics/timing.js";
 import { bootstrap } from "../metrics/bootstrap.js";
 import type { ClipScorer } from "../metrics/clip_score.js";
 import type { FeatureExtractor } from "../metrics/features.js";
@@ -116,8 +117,6 @@ function readJson<T>(path: string): T | null {
   }
 }
 
-const writeJson = (path: string, value: unknown) => writeFileAtomic(path, [new TextEncoder().encode(`${JSON.stringify(value, null, 1)}\n`)]);
-
 function checkState(outDir: string, want: Omit<EvalState, "created">): EvalState {
   const path = join(outDir, "eval-state.json");
   const have = readJson<EvalState>(path);
@@ -130,14 +129,9 @@ function checkState(outDir: string, want: Omit<EvalState, "created">): EvalState
     return have;
   }
   const state = { created: new Date().toISOString(), ...want };
-  writeJson(path, state);
+  writeJsonAtomic(path, state, 1);
   return state;
 }
-
-const median = (xs: number[]) => {
-  const s = xs.slice().sort((a, b) => a - b);
-  return s.length ? (s.length % 2 ? s[s.length >> 1]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2) : 0;
-};
 
 export async function runEval(o: EvalOptions): Promise<{ result: EvalResult; generated: number; resumed: number; finalSeconds: number }> {
   const { pipe, runs, prompts, seeds, steps } = o;
@@ -190,7 +184,7 @@ export async function runEval(o: EvalOptions): Promise<{ result: EvalResult; gen
             alignment,
           };
           rec.other_seconds = (performance.now() - t1) / 1000;
-          writeJson(recPath, rec);
+          writeJsonAtomic(recPath, rec, 1);
           records.set(id, rec);
           generated++;
         }
@@ -363,7 +357,7 @@ export async function runEval(o: EvalOptions): Promise<{ result: EvalResult; gen
       overhead: otherSeconds / Math.max(1e-9, generationSeconds + otherSeconds),
     },
   };
-  writeJson(join(o.outDir, "eval.json"), result);
+  writeJsonAtomic(join(o.outDir, "eval.json"), result, 1);
   return { result, generated, resumed: total - generated, finalSeconds };
 }
 
@@ -404,7 +398,7 @@ async function writeOverlays(o: EvalOptions, runs: EvalRun[], methods: MethodRes
       writePng(join(o.outDir, file), m.mask, H, W);
       written.push({ block: b.path, step, file });
     }
-    writeJson(manifest, written);
+    writeJsonAtomic(manifest, written, 1);
     methods[i]!.overlays = written;
   }
 }

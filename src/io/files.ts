@@ -79,6 +79,11 @@ export function writeFileAtomic(path: string, chunks: Uint8Array[]): void {
   }
 }
 
+/** `value` as JSON (indented by `indent` spaces, 0 for one line) plus a newline, written with `writeFileAtomic`. */
+export function writeJsonAtomic(path: string, value: unknown, indent = 0): void {
+  writeFileAtomic(path, [Buffer.from(`${JSON.stringify(value, null, indent)}\n`, "utf8")]);
+}
+
 /** `mkdir -p path`, failing as one AtedmError line naming `path` and the reason. */
 export function makeDirectory(path: string): void {
   try {

@@ -29,13 +29,16 @@ export class Tome implements PruningMethod {
   readonly nominalRatio: number;
   readonly options: TomeOptions;
   readonly schedule: Schedule;
+  /** The schedule's name, or "custom" for a function. */
+  readonly scheduleName: string;
   private stepRng: { step: number; rng: TomeRng } | null = null;
 
   constructor(options: TomeMethodOptions = {}) {
     const clean = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) as TomeMethodOptions;
     this.options = resolveTomeOptions({ ...clean, ratio: clean.ratio ?? 0.5 });
     this.nominalRatio = this.options.ratio;
-    this.schedule = typeof clean.schedule === "function" ? clean.schedule : scheduleByName(clean.schedule ?? "none");
+    this.scheduleName = typeof clean.schedule === "function" ? "custom" : (clean.schedule ?? "none");
+    this.schedule = typeof clean.schedule === "function" ? clean.schedule : scheduleByName(this.scheduleName);
   }
 
   ratio(block: AttentionBlockInfo, at: StepInfo): number {

@@ -12,7 +12,7 @@
 import { join } from "node:path";
 
 import { AtedmError } from "../errors.js";
-import { makeDirectory, writeFileAtomic } from "../io/files.js";
+import { makeDirectory, writeJsonAtomic } from "../io/files.js";
 import { writeSafetensors } from "../io/safetensors.js";
 import { GRAMMAR_VERSION, HELD_OUT_RULE, PALETTE, captionOf, sampleScene } from "./grammar.js";
 import { ANCHORS, BASE_SIZE, EXTENT, JITTER, SUPERSAMPLE, renderSceneInto } from "./render.js";
@@ -63,7 +63,7 @@ export function exportDataset(outDir: string, options: ExportOptions): { count: 
     { images: { dims: [count, BASE_SIZE, BASE_SIZE, 3], data: images } },
     { format: "atedm-shapes", grammar_version: String(GRAMMAR_VERSION), seed: String(options.seed) },
   );
-  writeFileAtomic(join(outDir, "captions.json"), [Buffer.from(JSON.stringify(captions) + "\n", "utf8")]);
+  writeJsonAtomic(join(outDir, "captions.json"), captions);
   const meta = {
     format: "atedm-shapes",
     grammarVersion: GRAMMAR_VERSION,
@@ -78,6 +78,6 @@ export function exportDataset(outDir: string, options: ExportOptions): { count: 
     palette: PALETTE,
     geometry: { anchors: ANCHORS, extent: EXTENT, jitter: JITTER },
   };
-  writeFileAtomic(join(outDir, "meta.json"), [Buffer.from(JSON.stringify(meta, null, 2) + "\n", "utf8")]);
+  writeJsonAtomic(join(outDir, "meta.json"), meta, 2);
   return { count, seconds: (performance.now() - t0) / 1000 };
 }
