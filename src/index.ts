@@ -36,7 +36,7 @@ export { psnr, ssim, type SsimOptions } from "./metrics/quality.js";
 export { FeatureExtractor, SHAPES_FEATURES } from "./metrics/features.js";
 export { ClipScorer } from "./metrics/clip_score.js";
 export { planRuns, type EvalMethodSpec, type EvalRun } from "./eval/plan.js";
-export { runEval, type EvalOptions } from "./eval/run.js";
+export { runEval, type EvalOptions, type EvalRunOutput } from "./eval/run.js";
 export type { EvalResult, MethodResult, MetricValue } from "./eval/types.js";
 export { recoveryErrors } from "./eval/recovery_error.js";
 export { estimateGenerationMemory, type GenerationMemoryEstimate } from "./metrics/memory.js";

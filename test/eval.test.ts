@@ -121,6 +121,7 @@ describe("eval scoring", () => {
       bootstrapSamples: 200,
     });
     assert.equal(generated, 0);
+    assert.equal(pipe.unet.keepSessionsOf, 1, "the pipeline's session cache size is put back");
     const [none, atedm] = result.methods as [MethodResult, MethodResult];
     assert.equal(none.quality.alignment_all_correct!.value, 1);
     assert.equal(atedm.quality.alignment_all_correct!.value, 0.5);

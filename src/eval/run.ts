@@ -133,7 +133,27 @@ function checkState(outDir: string, want: Omit<EvalState, "created">): EvalState
   return state;
 }
 
-export async function runEval(o: EvalOptions): Promise<{ result: EvalResult; generated: number; resumed: number; finalSeconds: number }> {
+export interface EvalRunOutput {
+  result: EvalResult;
+  /** Images this call generated, and images it found cached. */
+  generated: number;
+  resumed: number;
+  /** Seconds spent scoring (and drawing overlays) after the last image. */
+  finalSeconds: number;
+}
+
+/** Run an evaluation; the pipeline's pruning method and session cache size are as they were when it returns. */
+export async function runEval(o: EvalOptions): Promise<EvalRunOutput> {
+  const { pruning, keepSessionsOf } = o.pipe.unet;
+  try {
+    return await evaluate(o);
+  } finally {
+    o.pipe.unet.pruning = pruning;
+    o.pipe.unet.keepSessionsOf = keepSessionsOf;
+  }
+}
+
+async function evaluate(o: EvalOptions): Promise<EvalRunOutput> {
   const { pipe, runs, prompts, seeds, steps } = o;
   const guidance = o.guidance ?? pipe.defaultGuidance;
   const scheduler = o.scheduler ?? "euler";
