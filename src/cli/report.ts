@@ -1,8 +1,8 @@
 /** `atedm report`: the static HTML report of an `atedm eval` folder (tables, plots, image grids, kept-token overlays). */
 import { readFileSync, statSync } from "node:fs";
-import { isAbsolute, join, relative, resolve, sep } from "node:path";
+import { isAbsolute, join, relative, resolve } from "node:path";
 import { AtedmError } from "../errors.js";
-import { describeErrno, writeFileAtomic } from "../io/files.js";
+import { describeErrno, leavesFolder, writeFileAtomic } from "../io/files.js";
 import { type Schema, LIMITS as FILE_LIMITS, obj, parseConfig, readJsonObject, v } from "../io/config_schema.js";
 import { MAX_GRID_ROWS, plotlyScript, renderReport } from "../eval/report_html.js";
 import type { EvalResult } from "../eval/types.js";
@@ -110,7 +110,7 @@ function readImage(dir: string, file: string): Uint8Array {
   const source = join(dir, "eval.json");
   const path = resolve(dir, file);
   const rel = relative(resolve(dir), path);
-  if (isAbsolute(file) || rel === "" || rel === ".." || rel.startsWith(`..${sep}`) || isAbsolute(rel)) {
+  if (isAbsolute(file) || rel === "" || leavesFolder(rel)) {
     throw new AtedmError(`${source}: image path ${JSON.stringify(file)} leaves ${dir}`);
   }
   const shown = join(dir, file);

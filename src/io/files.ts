@@ -5,6 +5,7 @@
  * writer of atedm (PNG, safetensors, the shapes data set) goes through it.
  */
 import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSync } from "node:fs";
+import { isAbsolute, sep } from "node:path";
 import { AtedmError } from "../errors.js";
 
 /** What an errno code means to a user, for one-line errors ("cannot write out.png: is a directory"). */
@@ -77,6 +78,11 @@ export function writeFileAtomic(path: string, chunks: Uint8Array[]): void {
       }
     }
   }
+}
+
+/** Whether `rel`, a `path.relative(folder, p)` result, points outside `folder` (up from it, or to another drive). */
+export function leavesFolder(rel: string): boolean {
+  return rel === ".." || rel.startsWith(`..${sep}`) || isAbsolute(rel);
 }
 
 /** `value` as JSON (indented by `indent` spaces, 0 for one line) plus a newline, written with `writeFileAtomic`. */

@@ -23,9 +23,9 @@ import {
   readFileSync,
   type Stats,
 } from "node:fs";
-import { dirname, isAbsolute, join, relative, resolve, sep } from "node:path";
+import { dirname, isAbsolute, join, relative, resolve } from "node:path";
 import { AtedmError } from "../errors.js";
-import { writeFileAtomic } from "./files.js";
+import { leavesFolder, writeFileAtomic } from "./files.js";
 
 export type SafetensorsDtype = "F64" | "F32" | "F16" | "BF16" | "I64" | "I32" | "I16" | "I8" | "U8" | "BOOL";
 
@@ -584,8 +584,7 @@ function shardPath(index: string, name: string, shard: unknown): string {
   if (typeof shard !== "string" || shard === "") throw fail(`${entry} is ${show(shard)}, not a shard file name`);
   if (isAbsolute(shard)) throw fail(`${entry} names the absolute path ${q(shard)}; shards must lie in the index's folder`);
   const dir = dirname(index);
-  const leaves = (rel: string) => rel === ".." || rel.startsWith(`..${sep}`) || isAbsolute(rel);
-  if (leaves(relative(resolve(dir), resolve(dir, shard)))) throw fail(`${entry} names ${q(shard)}, which leaves the index's folder`);
+  if (leavesFolder(relative(resolve(dir), resolve(dir, shard)))) throw fail(`${entry} names ${q(shard)}, which leaves the index's folder`);
   const p = join(dir, shard);
   let real: string;
   try {
@@ -593,7 +592,7 @@ function shardPath(index: string, name: string, shard: unknown): string {
   } catch (e) {
     throw fail(`${p}: cannot open (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}), named by weight_map entry ${q(name)} of ${index}`);
   }
-  if (leaves(relative(realpathSync(dir), real))) {
+  if (leavesFolder(relative(realpathSync(dir), real))) {
     throw fail(`${entry} names ${q(shard)}, a symlink that resolves to ${real}, outside the index's folder`);
   }
   return p;
