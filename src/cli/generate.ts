@@ -19,6 +19,8 @@ export const DEFAULT_MODEL = fileURLToPath(new URL("../../models/shapes", import
 
 const flags: Flags = {
   model: { type: "string" },
+  config: { type: "string" },
+  variant: { type: "string" },
   negative: { type: "string" },
   steps: { type: "string" },
   guidance: { type: "string" },
@@ -39,12 +41,18 @@ const flags: Flags = {
 
 export const GENERATE_HELP = `Usage: atedm generate [PROMPT] [options]
 
-Generate an image from a text prompt with a Stable Diffusion model in the diffusers folder layout. Every flag and
-every output path is checked before the model loads.
+Generate an image from a text prompt with a Stable Diffusion model: a diffusers folder or a single-file
+checkpoint. Every flag and every output path is checked before the model loads.
 
 Model and output
-  --model DIR              diffusers model folder (model_index.json, unet/, text_encoder/, ...).
-                           Default: the embedded shapes model (models/shapes).
+  --model PATH             a diffusers model folder (model_index.json, unet/, text_encoder/, ...), or a single-file
+                           checkpoint (.safetensors in the original SD-1.x / SD-2.x / SD-XL key layout; the family
+                           and configs are inferred from its keys and shapes). Default: the embedded shapes model.
+  --config DIR             (single file) take the configs, tokenizers and scheduler from this diffusers folder, for
+                           checkpoints whose architecture is not a standard SD-1.x / SD-2.x / SD-XL one.
+  --variant NAME           (folder) read the weight variant NAME, e.g. fp16: unet/diffusion_pytorch_model.fp16.safetensors;
+                           components without it load their plain files, as in diffusers. F16 and BF16 weights are
+                           used as stored and computed in float32.
   --out FILE.png           where to write the image (default out.png); its folder must exist. Written whole or
                            not at all.
   --save-latents FILE      also write the final latents (tensor 'latents', before VAE decoding) as safetensors.
@@ -85,7 +93,10 @@ export async function generateCommand(argv: string[]): Promise<number> {
   const negative = str("negative") ?? null;
   const json = v.json === true;
   const modelDir = str("model") ?? DEFAULT_MODEL;
-  if (!modelDir.trim()) throw new AtedmError("--model: the folder name is empty");
+  if (!modelDir.trim()) throw new AtedmError("--model: the path is empty");
+  const configDir = str("config");
+  if (configDir !== undefined && !configDir.trim()) throw new AtedmError("--config: the folder name is empty");
+  const variant = str("variant");
   const steps = int(str("steps"), "steps", 1, LIMITS.steps) ?? 20;
   const threads = int(str("threads"), "threads", 1, LIMITS.threads);
   const seed = int(str("seed"), "seed", 0, MAX_SEED);
@@ -116,7 +127,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
 
   const mode = progressMode({ progress: v.progress === true, json });
   status(mode, `loading ${modelDir} ...`);
-  const pipe = await loadPipeline(modelDir, { threads, verbose: v.verbose === true });
+  const pipe = await loadPipeline(modelDir, { threads, verbose: v.verbose === true, config: configDir, variant });
   try {
     if (method) applyPruning(pipe, method);
     const progress = new Progress(steps, "generate", mode);

@@ -4,11 +4,11 @@
  * `text_encoder/model.safetensors`, ...). The files are validated as they are read (src/io/config_schema.ts):
  * every failure is one line naming the file and the key.
  */
-import { existsSync } from "node:fs";
+import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { AtedmError } from "../errors.js";
 import { checkValue, obj, parseConfig, readJsonObject, v } from "./config_schema.js";
-import { findWeights, WeightStore } from "./safetensors.js";
+import { WeightStore } from "./safetensors.js";
 
 /**
  * Read a JSON file that must hold an object. A missing file, invalid JSON, or a JSON `null`, array, string or
@@ -64,14 +64,41 @@ export function componentConfig(dir: string, component: string): Record<string, 
   return readJsonObject(join(dir, component, "config.json"));
 }
 
-/** Open a component's weights: diffusers names them `diffusion_pytorch_model`, transformers `model`. */
-export function componentWeights(dir: string, component: string): WeightStore {
+/**
+ * Open a component's weights: diffusers names them `diffusion_pytorch_model`, transformers `model`. With a
+ * `variant` ("fp16"), `<stem>.<variant>.safetensors` (or the shard index `<stem>.safetensors.index.<variant>.json`)
+ * is preferred, and a component without variant files falls back to its plain files, as diffusers does.
+ */
+export function componentWeights(dir: string, component: string, variant?: string): WeightStore {
   const folder = join(dir, component);
   if (!existsSync(folder)) throw new AtedmError(`${folder}: component folder not found`);
+  const names = (stem: string) => [
+    ...(variant ? [`${stem}.${variant}.safetensors`, `${stem}.safetensors.index.${variant}.json`] : []),
+    `${stem}.safetensors`,
+    `${stem}.safetensors.index.json`,
+  ];
   for (const stem of ["diffusion_pytorch_model", "model"]) {
-    for (const ext of [".safetensors", ".safetensors.index.json"]) {
-      if (existsSync(join(folder, stem + ext))) return WeightStore.open(findWeights(folder, stem));
+    for (const name of names(stem)) {
+      if (existsSync(join(folder, name))) return WeightStore.open(join(folder, name));
     }
   }
-  throw new AtedmError(`${folder}: no diffusion_pytorch_model.safetensors or model.safetensors found`);
+  const found = variantFiles(folder);
+  const hint = found.length && !variant ? ` (it has ${found.join(", ")}: pass --variant ${variantOf(found[0]!)})` : "";
+  throw new AtedmError(
+    `${folder}: no diffusion_pytorch_model${variant ? `[.${variant}]` : ""}.safetensors or model${variant ? `[.${variant}]` : ""}.safetensors found${hint}`,
+  );
 }
+
+/**
+ * The variant weight files of a component folder (`diffusion_pytorch_model.fp16.safetensors`,
+ * `model.safetensors.index.fp16.json`, ...); `variantOf` gives each one's variant.
+ */
+export function variantFiles(folder: string): string[] {
+  if (!existsSync(folder)) return [];
+  return readdirSync(folder)
+    .filter((f) => /^(?:diffusion_pytorch_model|model)\.(?:safetensors\.index\.[A-Za-z0-9_-]+\.json|[A-Za-z0-9_-]+\.safetensors)$/.test(f))
+    .sort();
+}
+
+/** The variant of a file `variantFiles` lists: the name's second-to-last dot-separated part. */
+export const variantOf = (file: string): string => file.split(".").at(-2)!;

@@ -13,7 +13,7 @@
 import { AtedmError } from "../errors.js";
 import { GraphBuilder, type Value } from "../graph/builder.js";
 import { dflt, int, LIMITS, num, obj, orNull, parseConfig, show, v as valibot } from "../io/config_schema.js";
-import { componentConfig, componentWeights } from "../io/diffusers.js";
+import { asModelSource, type ModelSource } from "../io/model_source.js";
 import { i64, type Runtime, type Session } from "../runtime/session.js";
 import { activation, attention, layerNorm, linear } from "./layers.js";
 import { Params, Weights } from "./weights.js";
@@ -191,13 +191,15 @@ export class CLIPTextEncoder {
     private readonly session: Session,
   ) {}
 
-  static async load(dir: string, component: "text_encoder" | "text_encoder_2", runtime: Runtime): Promise<CLIPTextEncoder> {
-    const raw = componentConfig(dir, component);
-    const cfg = resolveCLIPTextConfig(raw, `${dir}/${component}/config.json`);
-    const weights = new Weights(componentWeights(dir, component));
+  /** Load a text encoder component of a model (a diffusers folder path, or any `ModelSource`). */
+  static async load(model: string | ModelSource, component: "text_encoder" | "text_encoder_2", runtime: Runtime): Promise<CLIPTextEncoder> {
+    const src = asModelSource(model);
+    const raw = src.config(component);
+    const cfg = resolveCLIPTextConfig(raw, src.configLabel(component));
+    const weights = new Weights(src.weights(component));
     const withProjection = hasProjection(raw, weights);
     if (withProjection && !weights.has("text_projection.weight")) {
-      throw new AtedmError(`${dir}/${component}: config says CLIPTextModelWithProjection but text_projection.weight is missing`);
+      throw new AtedmError(`${weights.store.source}: config says CLIPTextModelWithProjection but text_projection.weight is missing`);
     }
     const graph = buildCLIPTextGraph(cfg, weights, { withProjection });
     return new CLIPTextEncoder(cfg, withProjection, await runtime.session(graph));

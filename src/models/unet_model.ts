@@ -6,7 +6,7 @@
  * the ratio changes. Re-patching (`unet.pruning = ...`) reuses the loaded weights.
  */
 import { AtedmError } from "../errors.js";
-import { componentConfig, componentWeights } from "../io/diffusers.js";
+import { asModelSource, type ModelSource } from "../io/model_source.js";
 import type { PruningMethod, StepInfo } from "./pruning_hook.js";
 import { f32, type Runtime, type Session, type Tensor } from "../runtime/session.js";
 import { buildUNetGraph } from "./unet.js";
@@ -61,20 +61,24 @@ export class UNet2DConditionModel {
     readonly config: UNetConfig,
     readonly weights: Weights,
     readonly runtime: Runtime,
-    readonly source = "unet",
+    /** Where the config came from (`DIR/unet/config.json`), for messages. */
+    readonly source = "unet/config.json",
   ) {
     this.blocks = attentionBlocks(config);
     const cad = config.cross_attention_dim;
     checkStateDict(weights.store, unetStateDictShapes(config), (m) =>
       m.kind === "shape" && /\.attn2\.to_[kv]\.weight$/.test(m.name) && m.found?.[1] !== cad
-        ? `${source}/config.json has cross_attention_dim ${cad}, the checkpoint ${m.found?.[1]}`
+        ? `${source} has cross_attention_dim ${cad}, the checkpoint ${m.found?.[1]}`
         : undefined,
     );
   }
 
-  static load(dir: string, runtime: Runtime): UNet2DConditionModel {
-    const cfg = resolveUNetConfig(componentConfig(dir, "unet"), `${dir}/unet/config.json`);
-    return new UNet2DConditionModel(cfg, new Weights(componentWeights(dir, "unet")), runtime, `${dir}/unet`);
+  /** Load the `unet` component of a model (a diffusers folder path, or any `ModelSource`). */
+  static load(model: string | ModelSource, runtime: Runtime): UNet2DConditionModel {
+    const src = asModelSource(model);
+    const label = src.configLabel("unet");
+    const cfg = resolveUNetConfig(src.config("unet"), label);
+    return new UNet2DConditionModel(cfg, new Weights(src.weights("unet")), runtime, label);
   }
 
   get isXL(): boolean {

@@ -19,7 +19,7 @@
 import { AtedmError } from "../errors.js";
 import { GraphBuilder, type Value } from "../graph/builder.js";
 import { blockOutChannels, bool, dflt, int, LIMITS, num, obj, orNull, parseConfig, show, stringList, v as valibot } from "../io/config_schema.js";
-import { componentConfig, componentWeights } from "../io/diffusers.js";
+import { asModelSource, type ModelSource } from "../io/model_source.js";
 import { f32, type Runtime, type Session } from "../runtime/session.js";
 import { attention, conv2d, groupNorm, silu } from "./layers.js";
 import { Params, Weights } from "./weights.js";
@@ -286,10 +286,11 @@ export class VAEDecoder {
     this.shiftFactor = config.shift_factor;
   }
 
-  /** Load `<dir>/vae` (config.json + weights) and compile the decoder. */
-  static async load(dir: string, runtime: Runtime): Promise<VAEDecoder> {
-    const cfg = resolveVAEConfig(componentConfig(dir, "vae"), `${dir}/vae/config.json`);
-    const weights = new Weights(componentWeights(dir, "vae"));
+  /** Load the `vae` component of a model (a diffusers folder path, or any `ModelSource`) and compile the decoder. */
+  static async load(model: string | ModelSource, runtime: Runtime): Promise<VAEDecoder> {
+    const src = asModelSource(model);
+    const cfg = resolveVAEConfig(src.config("vae"), src.configLabel("vae"));
+    const weights = new Weights(src.weights("vae"));
     const graph = buildVAEDecoderGraph(cfg, weights);
     return new VAEDecoder(cfg, await runtime.session(graph));
   }

@@ -9,7 +9,8 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { AtedmError } from "../errors.js";
-import { componentConfig, componentWeights, hasComponent, readJson, readModelIndex, type ModelIndex } from "../io/diffusers.js";
+import { readJson, type ModelIndex } from "../io/diffusers.js";
+import { type ModelSource, type OpenModelOptions, openModel } from "../io/model_source.js";
 import { CLIPTextEncoder, clipTextStateDictShapes, resolveCLIPTextConfig, type CLIPTextConfig } from "../models/clip_text.js";
 import { CLIPTokenizer } from "../models/clip_tokenizer.js";
 import { UNet2DConditionModel, type UNetOutput } from "../models/unet_model.js";
@@ -17,7 +18,7 @@ import { unetStateDictShapes } from "../models/unet_weights.js";
 import { resolveVAEConfig, toImageNHWC, VAEDecoder, vaeDecoderStateDictShapes } from "../models/vae.js";
 import { checkStateDict, float32Bytes } from "../models/weights.js";
 import { Runtime, type RuntimeOptions } from "../runtime/session.js";
-import { createScheduler, loadSchedulerConfig, type SchedulerName } from "../schedulers/index.js";
+import { createScheduler, parseSchedulerConfig, type SchedulerName } from "../schedulers/index.js";
 import { methodFlops, unetFlops } from "../metrics/flops.js";
 import { checkGenerationMemory, estimateGenerationMemory, type GenerationMemoryEstimate } from "../metrics/memory.js";
 import { appendCoordChannels, COORD_CHANNELS } from "./coord_channels.js";
@@ -80,8 +81,11 @@ export interface GenerateResult {
   truncated: boolean;
 }
 
-/** `threads`, and `verbose` (ONNX Runtime's own log lines on stderr; off by default), for the Runtime. */
-export interface PipelineOptions extends RuntimeOptions {}
+/**
+ * `threads`, and `verbose` (ONNX Runtime's own log lines on stderr; off by default), for the Runtime; `variant`
+ * and `config` for opening the model (src/io/model_source.ts).
+ */
+export interface PipelineOptions extends RuntimeOptions, OpenModelOptions {}
 
 /** A model folder's optional `atedm.json`: generation defaults for atedm (diffusers ignores the file). */
 export interface ModelDefaults {
@@ -131,10 +135,13 @@ export function loadModelDefaults(dir: string): ModelDefaults {
  * Check a text encoder's weights against its config.json (names, shapes, dtypes of every tensor the graph reads)
  * before its session is built; returns the config and the float32 bytes of those weights.
  */
-function checkTextEncoderWeights(dir: string, component: string): { config: CLIPTextConfig; projectionDim?: number; bytes: number } {
-  const raw = componentConfig(dir, component);
-  const config = resolveCLIPTextConfig(raw, `${dir}/${component}/config.json`);
-  const store = componentWeights(dir, component);
+function checkTextEncoderWeights(
+  model: ModelSource,
+  component: "text_encoder" | "text_encoder_2",
+): { config: CLIPTextConfig; projectionDim?: number; bytes: number } {
+  const raw = model.config(component);
+  const config = resolveCLIPTextConfig(raw, model.configLabel(component));
+  const store = model.weights(component);
   try {
     const arch = raw.architectures;
     const withProjection = (Array.isArray(arch) && arch.includes("CLIPTextModelWithProjection")) || store.has("text_projection.weight");
@@ -148,9 +155,9 @@ function checkTextEncoderWeights(dir: string, component: string): { config: CLIP
 }
 
 /** The same for the VAE decoder. */
-function checkVaeWeights(dir: string): { latentChannels: number; bytes: number } {
-  const config = resolveVAEConfig(componentConfig(dir, "vae"), `${dir}/vae/config.json`);
-  const store = componentWeights(dir, "vae");
+function checkVaeWeights(model: ModelSource): { latentChannels: number; bytes: number } {
+  const config = resolveVAEConfig(model.config("vae"), model.configLabel("vae"));
+  const store = model.weights("vae");
   try {
     const expected = vaeDecoderStateDictShapes(config, (n) => (store.has(n) ? store.info(n).shape : undefined));
     checkStateDict(store, expected);
@@ -188,24 +195,27 @@ export class TextToImagePipeline {
     return this.unet.config.in_channels - this.coordChannels;
   }
 
-  static async load(dir: string, options: PipelineOptions = {}): Promise<TextToImagePipeline> {
-    if (!existsSync(join(dir, "model_index.json"))) {
-      throw new AtedmError(`${dir}: not a diffusers model folder (no model_index.json)`);
-    }
-    const index = readModelIndex(dir);
+  /**
+   * Load a model: a diffusers folder or a single-file checkpoint path (`options.variant`, `options.config` as in
+   * `openModel`), or an opened `ModelSource`.
+   */
+  static async load(model: string | ModelSource, options: PipelineOptions = {}): Promise<TextToImagePipeline> {
+    const source = typeof model === "string" ? openModel(model, options) : model;
+    const dir = source.path;
+    const index = source.index;
     // Everything is validated before the first ONNX session is built: atedm.json, the configs, every weight's
     // name, dtype and shape against its config, and the components against each other.
-    const recommended = loadModelDefaults(dir);
+    const recommended = source.defaultsDir ? loadModelDefaults(source.defaultsDir) : {};
     const runtime = new Runtime(options);
-    const unet = UNet2DConditionModel.load(dir, runtime);
+    const unet = UNet2DConditionModel.load(source, runtime);
     const xl = unet.isXL;
-    const hasTe2 = hasComponent(index, "text_encoder_2");
+    const hasTe2 = source.has("text_encoder_2");
     if (xl && !hasTe2) throw new AtedmError(`${dir}: SD-XL U-Net but no text_encoder_2 in model_index.json`);
-    const te1 = checkTextEncoderWeights(dir, "text_encoder");
-    const te2 = hasTe2 ? checkTextEncoderWeights(dir, "text_encoder_2") : null;
-    const vaeInfo = hasComponent(index, "vae") ? checkVaeWeights(dir) : null;
+    const te1 = checkTextEncoderWeights(source, "text_encoder");
+    const te2 = hasTe2 ? checkTextEncoderWeights(source, "text_encoder_2") : null;
+    const vaeInfo = source.has("vae") ? checkVaeWeights(source) : null;
     const cad = unet.config.cross_attention_dim;
-    const unetConfig = `${dir}/unet/config.json`;
+    const unetConfig = source.configLabel("unet");
     if (xl) {
       const hidden = te1.config.hidden_size + te2!.config.hidden_size;
       if (hidden !== cad) {
@@ -224,7 +234,7 @@ export class TextToImagePipeline {
       }
     } else if (te1.config.hidden_size !== cad) {
       throw new AtedmError(
-        `${unetConfig}: cross_attention_dim is ${cad}, but ${dir}/text_encoder/config.json has hidden_size ${te1.config.hidden_size}`,
+        `${unetConfig}: cross_attention_dim is ${cad}, but ${source.configLabel("text_encoder")} has hidden_size ${te1.config.hidden_size}`,
       );
     }
     const coord = recommended.coord_channels ?? 0;
@@ -240,15 +250,16 @@ export class TextToImagePipeline {
     }
     if (vaeInfo && vaeInfo.latentChannels !== unet.config.out_channels) {
       throw new AtedmError(
-        `${dir}/vae/config.json: latent_channels is ${vaeInfo.latentChannels}, but the U-Net (${unetConfig}) has out_channels ${unet.config.out_channels}`,
+        `${source.configLabel("vae")}: latent_channels is ${vaeInfo.latentChannels}, but the U-Net (${unetConfig}) has out_channels ${unet.config.out_channels}`,
       );
     }
-    const schedulerConfig = loadSchedulerConfig(join(dir, "scheduler", "scheduler_config.json"));
-    const tokenizer = CLIPTokenizer.fromPretrained(join(dir, "tokenizer"));
-    const tokenizer2 = hasTe2 ? CLIPTokenizer.fromPretrained(join(dir, "tokenizer_2")) : null;
-    const textEncoder = await CLIPTextEncoder.load(dir, "text_encoder", runtime);
-    const textEncoder2 = hasTe2 ? await CLIPTextEncoder.load(dir, "text_encoder_2", runtime) : null;
-    const vae = vaeInfo ? await VAEDecoder.load(dir, runtime) : null;
+    const sc = source.schedulerConfig();
+    const schedulerConfig = parseSchedulerConfig(sc.text, sc.source);
+    const tokenizer = CLIPTokenizer.fromPretrained(source.tokenizerDir("tokenizer"));
+    const tokenizer2 = hasTe2 ? CLIPTokenizer.fromPretrained(source.tokenizerDir("tokenizer_2")) : null;
+    const textEncoder = await CLIPTextEncoder.load(source, "text_encoder", runtime);
+    const textEncoder2 = hasTe2 ? await CLIPTextEncoder.load(source, "text_encoder_2", runtime) : null;
+    const vae = vaeInfo ? await VAEDecoder.load(source, runtime) : null;
     const otherBytes = te1.bytes + (te2?.bytes ?? 0) + (vaeInfo?.bytes ?? 0);
     return new TextToImagePipeline(
       dir,
