@@ -248,15 +248,15 @@ test("bad input ends in one line naming the problem, exit code 1, no stack trace
   const sd15 = unetConfig("sd15");
   // Relative --out paths land in the fresh current directory of atedmInProcess: a failing command must not create them.
   const cases: Array<[string[], RegExp]> = [
-    [["generate", "x", "--model", join(tmp, "nope")], /nope: not a diffusers model folder/],
+    [["generate", "x", "--model", join(tmp, "nope")], /nope: no such file or folder/],
     [["generate", "x", "--model", TINY_SD, "--steps", "zero"], /--steps must be an integer/],
     [["generate", "x", "--model", TINY_SD, "--seed", "4294967296"], /--seed must be an integer in \[0, 4294967295\], got '4294967296'/],
-    [["generate", "x", "--model", TINY_SD, "--scheduler", "pndm"], /--scheduler must be one of/],
+    [["generate", "x", "--model", TINY_SD, "--scheduler", "kdpm2"], /--scheduler must be one of/],
     [["generate", "x", "--model", TINY_SD, "--bogus"], /Unknown option '--bogus'/],
     [["generate", "x", "--model", TINY_SD, "--height", "100"], /--height must be a positive multiple of 8/],
     [["generate", "x", "--model", TINY_SD, "--method", "atedm", "--ratio", "1.5"], /--ratio must be in \[0, 1\)/],
     [["generate", "x", "--model", TINY_SD, "--latents", bad], /bad\.safetensors: (corrupt|safetensors header)/],
-    [["flops"], /give --model DIR or --unet-config FILE/],
+    [["flops"], /give --model PATH or --unet-config FILE/],
     [["flops", "--unet-config", join(tmp, "missing.json")], /missing\.json: file not found/],
     [["flops", "--unet-config", badJson], /bad\.json: invalid JSON/],
     [["flops", "--unet-config", sd15, "--height", "100"], /--height must be a positive multiple of 8 up to 4096, got '100'/],
@@ -333,7 +333,7 @@ test("bad output paths and out-of-range numbers fail before any model loads: one
     [gen("--method", "atedm", "--damping", "1"), /--damping must be a number in \[0, 1\), got '1'/],
     [gen("--method", "tome", "--tome-sx", "1e9"), /--tome-sx must be an integer in \[1, 64\], got '1e9'/],
     [gen("--method", "tome", "--tome-max-downsample", "3"), /--tome-max-downsample must be 1, 2, 4 or 8, got '3'/],
-    [gen("--model="), /^atedm: --model: the folder name is empty$/],
+    [gen("--model="), /^atedm: --model: the path is empty$/],
     [["flops", "--unet-config", unetConfig("sd15"), "--steps", "1e8"], /^atedm: --steps must be an integer in \[1, 1000\], got '1e8'$/],
     [["flops", "--unet-config", unetConfig("sd15"), "--vae-scale", "1e6"], /--vae-scale must be an integer in \[1, 64\], got '1e6'/],
     [["flops", "--unet-config", unetConfig("sd15"), "--width", "1e6"], /--width must be a positive multiple of 8 up to 4096/],

@@ -3,7 +3,7 @@
  * stored, and the errors for a variant or a flag that does not apply.
  */
 import assert from "node:assert/strict";
-import { cpSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, test } from "node:test";
@@ -11,7 +11,9 @@ import { AtedmError } from "../src/errors.js";
 import { DiffusersFolder, openModel } from "../src/io/model_source.js";
 import { readSafetensors, writeSafetensors } from "../src/io/safetensors.js";
 import { loadPipeline } from "../src/pipeline/text_to_image.js";
+import { atedmInProcess } from "./helpers/cli.js";
 import { fixturesPresent, TINY_SD } from "./helpers/golden.js";
+import { fixtureSingleFile, fixtureSingleFileTensors } from "./helpers/single_file.js";
 
 const tmp = mkdtempSync(join(tmpdir(), "atedm-model-source-"));
 after(() => rmSync(tmp, { recursive: true, force: true }));
@@ -198,5 +200,44 @@ describe("weight variants and half-precision weights", { skip: !fixturesPresent(
       message(() => openModel(join(tmp, "nope"))),
       `${join(tmp, "nope")}: no such file or folder`,
     );
+  });
+});
+
+describe("bad single-file checkpoints: one line naming the file, nothing written", { skip: !fixturesPresent() && "fixtures folder missing" }, () => {
+  test("unknown layout, missing component, non-standard shapes, truncated file, wrong --config", async () => {
+    const tensors = fixtureSingleFileTensors("sd");
+    const without = (prefix: string) => Object.fromEntries(Object.entries(tensors).filter(([k]) => !k.startsWith(prefix)));
+    const layout = join(tmp, "layout.safetensors");
+    writeSafetensors(layout, { "model.weight": { dims: [2], data: new Float32Array(2) } });
+    const noVae = join(tmp, "no-vae.safetensors");
+    writeSafetensors(noVae, without("first_stage_model."));
+    const noText = join(tmp, "no-text.safetensors");
+    writeSafetensors(noText, without("cond_stage_model."));
+    const tiny = await fixtureSingleFile("sd");
+    const truncated = join(tmp, "truncated.safetensors");
+    const bytes = readFileSync(tiny);
+    writeFileSync(truncated, bytes.subarray(0, bytes.length - 1000));
+    const cases: Array<[string[], RegExp]> = [
+      [["--model", layout], /layout\.safetensors: no model\.diffusion_model\.\* keys: not a Stable Diffusion checkpoint/],
+      [["--model", noVae], /no-vae\.safetensors: no first_stage_model\.\* keys: the VAE is missing/],
+      [["--model", noText], /no-text\.safetensors: no cond_stage_model\.\* or conditioner\.embedders\.\* keys: the text encoder is missing/],
+      [["--model", tiny], /: U-Net shapes match no standard SD-1\.x\/2\.x\/XL architecture \(block_out_channels \[16, 24, 24, 24\].*; pass --config DIR/],
+      [["--model", truncated, "--config", TINY_SD], /truncated\.safetensors: .*(truncated|end of the file|beyond)/],
+      [["--model", tiny, "--config", join(tmp, "nope")], /--config .*nope: no such folder/],
+      [["--model", tiny, "--variant", "fp16"], /--variant fp16: only for a diffusers folder/],
+    ];
+    for (const [args, pattern] of cases) {
+      const r = await atedmInProcess(["generate", "a red circle", "--out", "x.png", ...args]);
+      const what = args.join(" ");
+      assert.equal(r.code, 1, `exit code 1 for ${what}: ${r.stderr}`);
+      const lines = r.stderr
+        .trim()
+        .split("\n")
+        .filter((l) => !l.startsWith("loading "));
+      assert.equal(lines.length, 1, `one line for ${what}: ${r.stderr}`);
+      assert.match(lines[0]!, /^atedm: /);
+      assert.match(lines[0]!, pattern, what);
+      assert.deepEqual(r.written, [], `nothing written by ${what}`);
+    }
   });
 });

@@ -8,6 +8,7 @@ import { golden, tensorOf, assertClose, TOL, TINY_SD, TINY_SDXL } from "./helper
 import { loadPipeline } from "../src/pipeline/text_to_image.js";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
+import { fixtureSingleFile } from "./helpers/single_file.js";
 
 interface Case {
   prompt: string;
@@ -38,40 +39,54 @@ function callOf(model: string, file: string): Case {
   };
 }
 
-for (const model of [TINY_SD, TINY_SDXL]) {
-  for (const file of ["pipeline_s4.safetensors", "pipeline_s8.safetensors"]) {
-    test(`${model.split("/").pop()} ${file}: generate() matches diffusers`, async () => {
-      const gold = golden(model, file);
-      const c = callOf(model, file);
-      const pipe = await loadPipeline(model, { threads: 2 });
-      const unetOut: Float32Array[] = [];
-      const r = await pipe.generate({
-        prompt: c.prompt,
-        negativePrompt: c.negative_prompt,
-        steps: c.steps,
-        guidance: c.guidance,
-        height: c.height,
-        width: c.width,
-        latents: tensorOf(gold, "latents").data as Float32Array,
-        originalSize: c.extra?.original_size as [number, number] | undefined,
-        cropsCoordsTopLeft: c.extra?.crops_coords_top_left as [number, number] | undefined,
-        targetSize: c.extra?.target_size as [number, number] | undefined,
-        onStep: (s) => unetOut.push(s.unet.sample.slice()),
-      });
-      assert.deepEqual(r.timesteps, Array.from(tensorOf(gold, "timesteps").data as Float32Array), "timesteps");
-      const text = await pipe.encodePrompt(c.prompt, c.negative_prompt, c.guidance > 1);
-      assertClose("prompt_embeds", text.hidden.data, tensorOf(gold, "prompt_embeds"), TOL.pipeline, text.hidden.dims);
-      if (gold.has("add_text_embeds")) assertClose("add_text_embeds", text.pooled!.data, tensorOf(gold, "add_text_embeds"), TOL.pipeline);
-      if (gold.has("unet_outputs")) {
-        const u = tensorOf(gold, "unet_outputs");
-        const per = u.data.length / c.steps;
-        unetOut.forEach((o, i) => assertClose(`unet_outputs[${i}]`, o, (u.data as Float32Array).subarray(i * per, (i + 1) * per), TOL.pipeline));
-      }
-      assertClose("output.latents", r.latents, tensorOf(gold, "output.latents"), TOL.pipeline, r.latentDims);
-      assertClose("output.image", r.image, tensorOf(gold, "output.image"), TOL.pipeline, r.imageDims);
-      await pipe.release();
+/**
+ * Each case from the folder, and from the same model as one single-file checkpoint in the original key layout
+ * (written by `toSingleFile`, which test/single_file.test.ts checks against diffusers' own conversion scripts)
+ * with `config` naming the folder for the tiny models' non-standard configs and tokenizers.
+ */
+const CASES: Array<[model: string, file: string, single: "sd" | "sdxl" | null]> = [
+  [TINY_SD, "pipeline_s4.safetensors", null],
+  [TINY_SD, "pipeline_s8.safetensors", null],
+  [TINY_SDXL, "pipeline_s4.safetensors", null],
+  [TINY_SDXL, "pipeline_s8.safetensors", null],
+  [TINY_SD, "pipeline_s4.safetensors", "sd"],
+  [TINY_SDXL, "pipeline_s8.safetensors", "sdxl"],
+];
+
+for (const [model, file, single] of CASES) {
+  test(`${model.split("/").pop()}${single ? " as a single file" : ""} ${file}: generate() matches diffusers`, async () => {
+    const gold = golden(model, file);
+    const c = callOf(model, file);
+    const pipe = single
+      ? await loadPipeline(await fixtureSingleFile(single), { threads: 2, config: model })
+      : await loadPipeline(model, { threads: 2 });
+    const unetOut: Float32Array[] = [];
+    const r = await pipe.generate({
+      prompt: c.prompt,
+      negativePrompt: c.negative_prompt,
+      steps: c.steps,
+      guidance: c.guidance,
+      height: c.height,
+      width: c.width,
+      latents: tensorOf(gold, "latents").data as Float32Array,
+      originalSize: c.extra?.original_size as [number, number] | undefined,
+      cropsCoordsTopLeft: c.extra?.crops_coords_top_left as [number, number] | undefined,
+      targetSize: c.extra?.target_size as [number, number] | undefined,
+      onStep: (s) => unetOut.push(s.unet.sample.slice()),
     });
-  }
+    assert.deepEqual(r.timesteps, Array.from(tensorOf(gold, "timesteps").data as Float32Array), "timesteps");
+    const text = await pipe.encodePrompt(c.prompt, c.negative_prompt, c.guidance > 1);
+    assertClose("prompt_embeds", text.hidden.data, tensorOf(gold, "prompt_embeds"), TOL.pipeline, text.hidden.dims);
+    if (gold.has("add_text_embeds")) assertClose("add_text_embeds", text.pooled!.data, tensorOf(gold, "add_text_embeds"), TOL.pipeline);
+    if (gold.has("unet_outputs")) {
+      const u = tensorOf(gold, "unet_outputs");
+      const per = u.data.length / c.steps;
+      unetOut.forEach((o, i) => assertClose(`unet_outputs[${i}]`, o, (u.data as Float32Array).subarray(i * per, (i + 1) * per), TOL.pipeline));
+    }
+    assertClose("output.latents", r.latents, tensorOf(gold, "output.latents"), TOL.pipeline, r.latentDims);
+    assertClose("output.image", r.image, tensorOf(gold, "output.image"), TOL.pipeline, r.imageDims);
+    await pipe.release();
+  });
 }
 
 test("same seed, same image (and another seed, another image), with AT-EDM and with ToMe installed", async () => {

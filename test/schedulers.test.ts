@@ -302,7 +302,7 @@ describe("scheduler config", () => {
 
 describe("scheduler Karras sigmas (numbers from numpy running diffusers' formulas on the same alphas_cumprod)", () => {
   test("DPM-Solver++ (Karras over the full sigma range, rounded integer timesteps)", () => {
-    const s = withTimesteps("dpm++2m", { use_karras_sigmas: true }, 10);
+    const s = withTimesteps("dpm++2m-karras", {}, 10);
     assert.deepEqual(s.timesteps, [999, 916, 815, 687, 523, 327, 146, 41, 7, 0]);
     const want = [
       14.614646911621094, 9.102936744689941, 5.478401184082031, 3.1686110496520996, 1.7494231462478638, 0.9140765070915222, 0.44692090153694153,
@@ -312,7 +312,7 @@ describe("scheduler Karras sigmas (numbers from numpy running diffusers' formula
   });
 
   test("Euler (Karras between the sigmas of the first and last leading timesteps, fractional timesteps)", () => {
-    const s = withTimesteps("euler", { use_karras_sigmas: true }, 10);
+    const s = withTimesteps("euler-karras", {}, 10);
     const wantT = [
       901.0, 815.0175170898438, 710.50048828125, 581.6551513671875, 426.5304260253906, 260.24298095703125, 121.14097595214844, 40.272430419921875,
       9.30146598815918, 1.0000001192092896,

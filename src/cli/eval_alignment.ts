@@ -45,7 +45,7 @@ colour, and each object's colour, shape, size and position (two-object prompts: 
   --seeds N             seeds per prompt, 1..${LIMITS.seeds} (default 1).
   --steps S             denoising steps, 1..${LIMITS.steps} (default 20).
   --guidance G          guidance scale in [0, ${LIMITS.guidance}] (default: the pipeline's).
-  --scheduler NAME      ${SCHEDULER_NAMES.join(" | ")} (default euler).
+  --scheduler NAME      ${SCHEDULER_NAMES.join(" | ")} (default: the model's own scheduler class).
   --threads T           ONNX Runtime threads, 1..${LIMITS.threads} (default: all cores).
   --save-images DIR     also write every generated image as DIR/<prompt index>_<seed>.png (DIR created if missing).
   --json                print one JSON object: all_correct, per_attribute, per_prompt (each prompt, and per seed
@@ -145,7 +145,7 @@ export async function evalAlignmentCommand(argv: string[]): Promise<number> {
       images: total,
       steps,
       guidance: guidance ?? pipe.defaultGuidance,
-      scheduler: scheduler ?? "euler",
+      scheduler: pipe.scheduler(scheduler).name,
       threads: pipe.runtime.threads,
       ...methodReport(method),
       all_correct: allCorrect / total,

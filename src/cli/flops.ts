@@ -1,7 +1,7 @@
 /** `atedm flops`: analytic FLOPs of one U-Net call (SPEC convention), unpruned and under a pruning method. */
-import { join } from "node:path";
 import { AtedmError } from "../errors.js";
-import { componentConfig, hasComponent, readJson, readModelIndex } from "../io/diffusers.js";
+import { readJson } from "../io/diffusers.js";
+import { openModel } from "../io/model_source.js";
 import { resolveVAEConfig } from "../models/vae.js";
 import { resolveUNetConfig, type UNetConfig } from "../models/unet_structure.js";
 import { methodFlops, unetFlops, type UNetFlops } from "../metrics/flops.js";
@@ -11,6 +11,7 @@ import { makeMethod, pruningFlags, PRUNING_HELP } from "./pruning_flags.js";
 
 const flags: Flags = {
   model: { type: "string" },
+  config: { type: "string" },
   "unet-config": { type: "string" },
   height: { type: "string" },
   width: { type: "string" },
@@ -22,14 +23,16 @@ const flags: Flags = {
 
 const MAX_VAE_SCALE = 64;
 
-export const FLOPS_HELP = `Usage: atedm flops (--model DIR | --unet-config FILE) [--height H --width W] [pruning options] [--json]
+export const FLOPS_HELP = `Usage: atedm flops (--model PATH | --unet-config FILE) [--height H --width W] [pruning options] [--json]
 
 Analytic FLOPs of one U-Net call at batch 1 (2 FLOPs per multiply-add of every convolution, linear layer and
 attention matmul; norms, softmax and element-wise ops not counted), split by ResNet / transformer parts / other.
 With a pruning method: per block and per step, the mean over the steps, the saving, and a separate
 pruning-overhead line (G-WPR iterations, recovery similarity).
 
-  --model DIR              diffusers model folder (reads unet/config.json and the VAE's scale factor).
+  --model PATH             diffusers model folder (reads unet/config.json and the VAE's scale factor), or a
+                           single-file checkpoint (configs inferred from its shapes, or from --config DIR).
+  --config DIR             (single file) the diffusers folder whose configs describe it.
   --unet-config FILE       a UNet2DConditionModel config.json instead of a model folder.
   --height H --width W     image size in pixels: multiples of 8 up to ${LIMITS.size}, and of the VAE scale factor
                            (default: sample_size x VAE scale factor).
@@ -53,20 +56,20 @@ export async function flopsCommand(argv: string[]): Promise<number> {
   const widthFlag = size(v.width as string | undefined, "width");
   const method = makeMethod(v);
   let cfg: UNetConfig;
+  let cfgLabel: string;
   if (v.model) {
-    const dir = v.model as string;
-    cfg = resolveUNetConfig(componentConfig(dir, "unet"), join(dir, "unet", "config.json"));
+    const model = openModel(v.model as string, { config: v.config as string | undefined });
+    cfgLabel = model.configLabel("unet");
+    cfg = resolveUNetConfig(model.config("unet"), cfgLabel);
     if (vaeScale === undefined) {
-      const index = readModelIndex(dir);
-      vaeScale = hasComponent(index, "vae")
-        ? 2 ** (resolveVAEConfig(componentConfig(dir, "vae"), join(dir, "vae", "config.json")).block_out_channels.length - 1)
-        : 1;
+      vaeScale = model.has("vae") ? 2 ** (resolveVAEConfig(model.config("vae"), model.configLabel("vae")).block_out_channels.length - 1) : 1;
     }
   } else if (v["unet-config"]) {
     const file = v["unet-config"] as string;
+    cfgLabel = file;
     cfg = resolveUNetConfig(readJson(file), file);
   } else {
-    throw new AtedmError("flops: give --model DIR or --unet-config FILE");
+    throw new AtedmError("flops: give --model PATH or --unet-config FILE");
   }
   vaeScale ??= 8;
   const height = heightFlag ?? cfg.sample_size * vaeScale;
@@ -79,7 +82,7 @@ export async function flopsCommand(argv: string[]): Promise<number> {
   const pruned = perStep.length ? perStep.reduce((a, s) => a + s.flops.total, 0) / perStep.length : base.total;
   const overhead = perStep.length ? perStep.reduce((a, s) => a + s.flops.overhead.total, 0) / perStep.length : 0;
   const report = {
-    unet_config: v["unet-config"] ?? join(v.model as string, "unet", "config.json"),
+    unet_config: cfgLabel,
     height,
     width,
     latent,

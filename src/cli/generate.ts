@@ -70,7 +70,11 @@ Sampling
   --seed S                 seed of the initial noise, an integer in [0, 2^32) (default 0). Same seed, same image.
   --height H --width W     image size in pixels: multiples of 8 up to ${LIMITS.size}, and of the model's VAE factor
                            (default: the model's native size).
-  --scheduler NAME         ${SCHEDULER_NAMES.join(" | ")} (default euler); betas etc. come from the model's config.
+  --scheduler NAME         the sampler: ${SCHEDULER_NAMES.join(", ")}.
+                           Default: the class the model's scheduler config names, with its settings (as diffusers'
+                           from_pretrained; a class atedm lacks is an error naming it). A NAME keeps the model's betas,
+                           prediction type and timestep spacing; -karras names use Karras sigmas, euler-a (ancestral)
+                           draws each step's noise from the --seed stream.
   --latents FILE           start from the tensor 'latents' [1, C, h, w] float32 of this safetensors file instead of
                            seeded noise (the pipeline multiplies it by the scheduler's init_noise_sigma).
   --threads T              ONNX Runtime intra-op threads, 1..${LIMITS.threads} (default: all cores).
@@ -170,7 +174,8 @@ export async function generateCommand(argv: string[]): Promise<number> {
       latents: latentsIn ?? null,
       steps,
       guidance: guidance ?? pipe.defaultGuidance,
-      scheduler: scheduler ?? "euler",
+      scheduler: result.scheduler.name,
+      scheduler_class: result.scheduler.className,
       height: H,
       width: W,
       threads: pipe.runtime.threads,

@@ -15,6 +15,10 @@ import { AtedmError } from "../errors.js";
 import { componentConfig, componentWeights, hasComponent, type ModelIndex, readModelIndex, variantFiles, variantOf } from "./diffusers.js";
 import { readTextFile } from "./config_schema.js";
 import type { TensorSource } from "./safetensors.js";
+import { type Family, openSingleFile, type SingleFileModel, type TokenizerFiles } from "./single_file.js";
+import { SD15, SD21, SDXL_BASE, type StandardConfigs } from "./single_file_configs.js";
+
+export type { TokenizerFiles };
 
 /** The weighted components atedm reads, by their diffusers names. */
 export type ComponentName = "unet" | "vae" | "text_encoder" | "text_encoder_2";
@@ -33,8 +37,8 @@ export interface ModelSource {
   configLabel(component: ComponentName): string;
   /** A component's weights under their diffusers names. The caller closes the store. */
   weights(component: ComponentName): TensorSource;
-  /** The folder holding a tokenizer's files (vocab.json, merges.txt, ...). */
-  tokenizerDir(component: TokenizerName): string;
+  /** A tokenizer: the folder of its files (vocab.json, merges.txt, ...) and a pad token that replaces the folder's. */
+  tokenizer(component: TokenizerName): TokenizerFiles;
   /**
    * The scheduler config's JSON text and where it came from (`DIR/scheduler/scheduler_config.json`); the
    * scheduler module parses it (diffusers writes bare NaN / Infinity, which JSON.parse refuses).
@@ -106,8 +110,8 @@ export class DiffusersFolder implements ModelSource {
     return componentWeights(this.path, component, this.variant);
   }
 
-  tokenizerDir(component: TokenizerName): string {
-    return join(this.path, component);
+  tokenizer(component: TokenizerName): TokenizerFiles {
+    return { dir: join(this.path, component) };
   }
 
   schedulerConfig(): { text: string; source: string } {
@@ -131,7 +135,7 @@ export function openModel(path: string, options: OpenModelOptions = {}): ModelSo
   if (options.variant !== undefined) {
     throw new AtedmError(`--variant ${options.variant}: only for a diffusers folder; ${path} is a single file`);
   }
-  return openSingleFile(path, options.config);
+  return new SingleFileCheckpoint(path, options.config);
 }
 
 /** Accept a folder path where a `ModelSource` is expected (the loaders' old signature). */
@@ -139,6 +143,77 @@ export function asModelSource(model: string | ModelSource): ModelSource {
   return typeof model === "string" ? new DiffusersFolder(model) : model;
 }
 
-function openSingleFile(path: string, _configDir: string | undefined): ModelSource {
-  throw new AtedmError(`${path}: not a diffusers model folder (single-file checkpoints: not yet)`);
+/**
+ * A single-file checkpoint (original LDM / SGM key layout) seen as a diffusers model: its family is detected from
+ * its keys, the configs are the standard ones of that family (checked against every tensor shape) or those of
+ * `--config DIR`, and each component's weights are views that present diffusers names (src/io/single_file.ts).
+ * Tokenizers are those of `--config DIR` when it has them, else the CLIP vocabulary shipped in models/.
+ */
+export class SingleFileCheckpoint implements ModelSource {
+  readonly index: ModelIndex;
+  readonly defaultsDir: string | null;
+  private readonly model: SingleFileModel;
+
+  constructor(
+    readonly path: string,
+    readonly configDir?: string,
+  ) {
+    if (configDir !== undefined && !(existsSync(configDir) && statSync(configDir).isDirectory())) {
+      throw new AtedmError(`--config ${configDir}: no such folder (expected a diffusers model folder with unet/config.json, ...)`);
+    }
+    this.model = openSingleFile(path, { configDir });
+    const standard = STANDARD[this.model.family];
+    const components = this.model.components;
+    this.index = (this.model.configs.model_index as ModelIndex | undefined) ?? {
+      _class_name: components.includes("text_encoder_2") ? "StableDiffusionXLPipeline" : "StableDiffusionPipeline",
+      ...Object.fromEntries(components.map((c) => [c, ["diffusers", c]])),
+    };
+    this.defaultsDir = configDir !== undefined && existsSync(join(configDir, "atedm.json")) ? configDir : null;
+    if (!this.model.configs.scheduler && !standard) {
+      throw new AtedmError(`--config ${configDir}: no scheduler/scheduler_config.json, and a ${this.model.family} checkpoint has no standard one`);
+    }
+  }
+
+  /** The detected family: "sd1", "sd2", "sdxl" or "sdxl-refiner". */
+  get family(): Family {
+    return this.model.family;
+  }
+
+  has(component: string): boolean {
+    return (this.model.components as string[]).includes(component);
+  }
+
+  config(component: ComponentName): Record<string, unknown> {
+    const c = this.model.configs[component];
+    if (!c) throw new AtedmError(`${this.path}: a ${this.model.family} checkpoint has no ${component}`);
+    return c;
+  }
+
+  configLabel(component: ComponentName): string {
+    return this.configDir !== undefined
+      ? `${this.configDir}/${component}/config.json`
+      : `${this.path} (${component} config of the standard ${this.model.family} architecture)`;
+  }
+
+  weights(component: ComponentName): TensorSource {
+    return this.model.weights(component);
+  }
+
+  tokenizer(component: TokenizerName): TokenizerFiles {
+    const t = this.model.tokenizers[component];
+    if (!t) throw new AtedmError(`${this.path}: a ${this.model.family} checkpoint has no ${component}`);
+    return t;
+  }
+
+  schedulerConfig(): { text: string; source: string } {
+    const own = this.model.configs.scheduler;
+    if (own) return { text: JSON.stringify(own), source: join(this.configDir ?? this.path, "scheduler", "scheduler_config.json") };
+    return {
+      text: JSON.stringify(STANDARD[this.model.family]!.scheduler),
+      source: `${this.path} (scheduler config of the standard ${this.model.family} model)`,
+    };
+  }
 }
+
+/** The standard configs of each family, for a `--config DIR` that lacks a scheduler config. */
+const STANDARD: Partial<Record<Family, StandardConfigs>> = { sd1: SD15, sd2: SD21, sdxl: SDXL_BASE };

@@ -56,6 +56,11 @@ export interface TensorInfo {
   /** Absolute byte offset of the tensor's data in `file`. */
   offset: number;
   byteLength: number;
+  /**
+   * The tensor is not a byte range of `file` (e.g. a transposed view of a single-file checkpoint tensor): read it
+   * with `readF32`, never as external data. `offset`/`byteLength` then describe the bytes it is computed from.
+   */
+  inline?: true;
 }
 
 /**

@@ -186,8 +186,9 @@ export class CLIPTokenizer {
    * src/io/config_schema.ts): vocab.json a non-empty object of token -> id (an integer 0..999999), merges.txt lines
    * of two symbols, tokenizer_config.json and special_tokens_map.json (both optional) objects whose token entries
    * are strings or AddedToken objects. Every failure is one line naming the file and the key (or line).
+   * `overrides.padToken` replaces the folder's pad token, as transformers' `from_pretrained(dir, pad_token=...)`.
    */
-  static fromPretrained(dir: string): CLIPTokenizer {
+  static fromPretrained(dir: string, overrides: { padToken?: string } = {}): CLIPTokenizer {
     const vocabPath = join(dir, "vocab.json");
     const mergesPath = join(dir, "merges.txt");
     const vocab = readVocab(vocabPath);
@@ -216,7 +217,7 @@ export class CLIPTokenizer {
       {
         bosToken: pick("bos_token"),
         eosToken: pick("eos_token"),
-        padToken: pick("pad_token"),
+        padToken: overrides.padToken ?? pick("pad_token"),
         unkToken: pick("unk_token"),
         additionalSpecialTokens: additional,
         addedTokens,

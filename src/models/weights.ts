@@ -62,7 +62,7 @@ export class Weights {
   private bind(g: GraphBuilder, name: string): Value {
     const info = this.store.info(name);
     const key = `w:${name}`;
-    if (this.external && info.dtype in EXTERNAL_DTYPE) {
+    if (this.external && !info.inline && info.dtype in EXTERNAL_DTYPE) {
       const dtype = EXTERNAL_DTYPE[info.dtype]!;
       const ext = { file: info.file, offset: info.offset, length: info.byteLength };
       if (dtype === "float32") return g.initializer(key, { dtype, dims: info.shape, external: ext });

@@ -10,7 +10,7 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { AtedmError } from "../errors.js";
 import { readJson, type ModelIndex } from "../io/diffusers.js";
-import { type ModelSource, type OpenModelOptions, openModel } from "../io/model_source.js";
+import { type ModelSource, type OpenModelOptions, openModel, type TokenizerFiles } from "../io/model_source.js";
 import { CLIPTextEncoder, clipTextStateDictShapes, resolveCLIPTextConfig, type CLIPTextConfig } from "../models/clip_text.js";
 import { CLIPTokenizer } from "../models/clip_tokenizer.js";
 import { UNet2DConditionModel, type UNetOutput } from "../models/unet_model.js";
@@ -18,11 +18,12 @@ import { unetStateDictShapes } from "../models/unet_weights.js";
 import { resolveVAEConfig, toImageNHWC, VAEDecoder, vaeDecoderStateDictShapes } from "../models/vae.js";
 import { checkStateDict, float32Bytes } from "../models/weights.js";
 import { Runtime, type RuntimeOptions } from "../runtime/session.js";
-import { createScheduler, parseSchedulerConfig, type SchedulerName } from "../schedulers/index.js";
+import { parseSchedulerConfig, type Scheduler, type SchedulerName, schedulerForConfig } from "../schedulers/index.js";
+import { NormalStream } from "../util/numerics.js";
 import { methodFlops, unetFlops } from "../metrics/flops.js";
 import { checkGenerationMemory, estimateGenerationMemory, type GenerationMemoryEstimate } from "../metrics/memory.js";
 import { appendCoordChannels, COORD_CHANNELS } from "./coord_channels.js";
-import { randn } from "./random.js";
+import { checkSeed } from "./random.js";
 
 export interface GenerateOptions {
   prompt: string;
@@ -38,7 +39,10 @@ export interface GenerateOptions {
   /** Image size in pixels. Default: the U-Net's sample_size times the VAE scale factor. */
   height?: number;
   width?: number;
-  /** Scheduler algorithm; its betas etc. come from the model's scheduler config. Default euler. */
+  /**
+   * Sampler (`SCHEDULER_NAMES`). Default: the class the model's scheduler config names, with its settings, as
+   * diffusers' `from_pretrained`; a name here keeps the config's betas, prediction type and spacing (`from_config`).
+   */
   scheduler?: SchedulerName;
   /** Initial latents [1, C, h, w] instead of seeded noise (the pipeline multiplies them by init_noise_sigma). */
   latents?: Float32Array;
@@ -75,6 +79,8 @@ export interface GenerateResult {
   stepSeconds: number[];
   secondsTotal: number;
   timesteps: number[];
+  /** The sampler that ran: atedm's name and the diffusers class it mirrors. */
+  scheduler: { name: SchedulerName; className: string };
   /** Per step: ratio and kept tokens of every attention block. */
   stepInfo: Array<Pick<UNetOutput, "ratios" | "keptTokens">>;
   /** Whether the prompt (or negative prompt) was longer than the tokenizer's limit and got truncated. */
@@ -153,6 +159,8 @@ function checkTextEncoderWeights(
     store.close();
   }
 }
+
+const loadTokenizer = (t: TokenizerFiles) => CLIPTokenizer.fromPretrained(t.dir, { padToken: t.padToken });
 
 /** The same for the VAE decoder. */
 function checkVaeWeights(model: ModelSource): { latentChannels: number; bytes: number } {
@@ -255,8 +263,8 @@ export class TextToImagePipeline {
     }
     const sc = source.schedulerConfig();
     const schedulerConfig = parseSchedulerConfig(sc.text, sc.source);
-    const tokenizer = CLIPTokenizer.fromPretrained(source.tokenizerDir("tokenizer"));
-    const tokenizer2 = hasTe2 ? CLIPTokenizer.fromPretrained(source.tokenizerDir("tokenizer_2")) : null;
+    const tokenizer = loadTokenizer(source.tokenizer("tokenizer"));
+    const tokenizer2 = hasTe2 ? loadTokenizer(source.tokenizer("tokenizer_2")) : null;
     const textEncoder = await CLIPTextEncoder.load(source, "text_encoder", runtime);
     const textEncoder2 = hasTe2 ? await CLIPTextEncoder.load(source, "text_encoder_2", runtime) : null;
     const vae = vaeInfo ? await VAEDecoder.load(source, runtime) : null;
@@ -279,6 +287,16 @@ export class TextToImagePipeline {
 
   get isXL(): boolean {
     return this.unet.isXL;
+  }
+
+  /**
+   * The scheduler a generation uses: `name`, or the model's own. diffusers' `from_pretrained` builds the class that
+   * model_index.json names for `scheduler`, so that name wins over the config's `_class_name` (they agree on the Hub).
+   */
+  scheduler(name?: SchedulerName): { name: SchedulerName; scheduler: Scheduler } {
+    const entry = this.index.scheduler;
+    const className = Array.isArray(entry) && typeof entry[1] === "string" ? entry[1] : undefined;
+    return schedulerForConfig(className ? { ...this.schedulerConfig, _class_name: className } : this.schedulerConfig, name);
   }
 
   /** Pixels per latent pixel: 2^(VAE levels - 1), or 1 for pixel-space models. */
@@ -383,7 +401,7 @@ export class TextToImagePipeline {
     ] as const) {
       if (!Number.isInteger(v) || v < f || v % f !== 0) throw new AtedmError(`--${name} must be a positive multiple of ${f}, got ${v}`);
     }
-    const scheduler = createScheduler(options.scheduler ?? "euler", this.schedulerConfig);
+    const { name: schedulerName, scheduler } = this.scheduler(options.scheduler);
     scheduler.setTimesteps(steps);
     const T = scheduler.timesteps.length;
     // Before anything big is allocated (latents, sessions): would the whole generation fit in memory?
@@ -395,13 +413,18 @@ export class TextToImagePipeline {
     const latentDims = [1, channels, height / f, width / f];
     const n = latentDims.reduce((a, b) => a * b, 1);
     let x: Float32Array;
+    // One seeded stream gives the initial noise and then, for ancestral samplers, each step's noise (as diffusers
+    // draws both from one torch generator).
+    const seed = options.seed ?? 0;
+    checkSeed(seed);
+    const noise = new NormalStream(seed);
     if (options.latents) {
       if (options.latents.length !== n) {
         throw new AtedmError(`latents have ${options.latents.length} values, expected shape [${latentDims}] (${n})`);
       }
       x = options.latents.slice();
     } else {
-      x = randn(options.seed ?? 0, n);
+      x = noise.fill(new Float32Array(n));
     }
 
     const sigma0 = scheduler.initNoiseSigma;
@@ -448,7 +471,7 @@ export class TextToImagePipeline {
           eps[j] = u + guidance * (out.sample[n + j]! - u);
         }
       }
-      x = scheduler.step(eps, i, x).prevSample;
+      x = scheduler.step(eps, i, x, scheduler.stochastic ? noise.fill(new Float32Array(n)) : undefined).prevSample;
       const bad = x.findIndex((v) => !Number.isFinite(v));
       if (bad >= 0) throw new AtedmError(`non-finite value (${x[bad]}) in the latents after step ${i + 1}/${T} (timestep ${t})`);
       const seconds = (performance.now() - ts) / 1000;
@@ -472,6 +495,7 @@ export class TextToImagePipeline {
       stepSeconds,
       secondsTotal: (performance.now() - t0) / 1000,
       timesteps: scheduler.timesteps.slice(),
+      scheduler: { name: schedulerName, className: scheduler.className },
       stepInfo,
       truncated: text.truncated,
     };

@@ -32,7 +32,7 @@ export type TimestepSpacing = "leading" | "trailing" | "linspace";
 export type FinalSigmasType = "zero" | "sigma_min";
 
 /**
- * The keys of a diffusers `scheduler_config.json` that atedm understands (union over the three classes; each class
+ * The keys of a diffusers `scheduler_config.json` that atedm understands (union over the classes; each class
  * reads only its own keys). Values are as in diffusers; see each scheduler file for which keys it uses.
  */
 export type SchedulerConfig = {
@@ -61,17 +61,37 @@ export type SchedulerConfig = {
   sigma_max: number | null;
   timestep_type: "discrete" | "continuous";
   final_sigmas_type: FinalSigmasType;
-  // DPM-Solver
+  // DPM-Solver and UniPC
   solver_order: number;
   algorithm_type: "dpmsolver++" | "dpmsolver" | "sde-dpmsolver++" | "sde-dpmsolver";
-  solver_type: "midpoint" | "heun";
+  /**
+   * DPM-Solver: midpoint / heun; UniPC: bh1 / bh2. Each class maps the other family's values to its default
+   * (DPM-Solver: "midpoint", UniPC: "bh2"), as diffusers does.
+   */
+  solver_type: "midpoint" | "heun" | "logrho" | "bh1" | "bh2";
   lower_order_final: boolean;
   euler_at_final: boolean;
   use_lu_lambdas: boolean;
   use_flow_sigmas: boolean;
   lambda_min_clipped: number;
   variance_type: "learned" | "learned_range" | null;
+  // UniPC
+  predict_x0: boolean;
+  /** Step indexes whose corrector (applied at the next step) is skipped. */
+  disable_corrector: number[];
+  use_dynamic_shifting: boolean;
+  // PNDM
+  skip_prk_steps: boolean;
 };
+
+/** The noise-schedule defaults every diffusers scheduler class shares (`__init__` keyword defaults). */
+export const NOISE_SCHEDULE_DEFAULTS = {
+  num_train_timesteps: 1000,
+  beta_start: 0.0001,
+  beta_end: 0.02,
+  beta_schedule: "linear",
+  trained_betas: null,
+} as const;
 
 /** A config as read from JSON: any subset of the keys, plus keys we ignore (`_class_name`, ...). */
 export type RawSchedulerConfig = Readonly<Record<string, unknown>>;
@@ -85,7 +105,7 @@ const ENUMS: { readonly [K in keyof SchedulerConfig]?: readonly (string | null)[
   timestep_type: ["discrete", "continuous"],
   final_sigmas_type: ["zero", "sigma_min"],
   algorithm_type: ["dpmsolver++", "dpmsolver", "sde-dpmsolver++", "sde-dpmsolver"],
-  solver_type: ["midpoint", "heun"],
+  solver_type: ["midpoint", "heun", "logrho", "bh1", "bh2"],
   variance_type: ["learned", "learned_range", null],
 };
 
@@ -153,7 +173,7 @@ export function resolveConfig<K extends keyof SchedulerConfig>(
   defaults: Pick<SchedulerConfig, K>,
   className: string,
 ): Pick<SchedulerConfig, K> {
-  const source = SOURCES.get(raw) ?? "scheduler config";
+  const source = configSource(raw);
   const notValid = (key: string, value: unknown, expected: string): AtedmError =>
     new AtedmError(`${source}: ${key} = ${show(value)} is not valid for ${className} (expected ${expected})`);
   const out = { ...defaults } as Record<string, unknown>;
@@ -239,6 +259,19 @@ export function parseSchedulerConfig(text: string, source = "scheduler config"):
   return parsed;
 }
 
+/** The file a config object was read from (`parseSchedulerConfig` / `loadSchedulerConfig`), else "scheduler config". */
+export function configSource(raw: RawSchedulerConfig): string {
+  return SOURCES.get(raw) ?? "scheduler config";
+}
+
+/** `{ ...raw, ...overrides }`, remembering the file `raw` was read from (for error messages). */
+export function withOverrides(raw: RawSchedulerConfig, overrides: RawSchedulerConfig): RawSchedulerConfig {
+  const out = { ...raw, ...overrides };
+  const source = SOURCES.get(raw);
+  if (source !== undefined) SOURCES.set(out, source);
+  return out;
+}
+
 /**
  * Read a model folder's `scheduler/scheduler_config.json` (or any scheduler config file): a JSON object whose
  * numeric keys are within the limits of src/io/config_schema.ts. Errors name the file; so do the errors of the
@@ -266,11 +299,13 @@ export interface StepOutput {
  *     let x = noise * s.initNoiseSigma;
  *     for (let i = 0; i < s.timesteps.length; i++) {
  *       const eps = unet(s.scaleModelInput(x, i), s.timesteps[i]);
- *       x = s.step(eps, i, x).prevSample;
+ *       const z = s.stochastic ? randn(x.length) : undefined;   // fresh N(0,1) noise every step
+ *       x = s.step(eps, i, x, z).prevSample;
  *     }
  *
- * Steps are addressed by index (0..timesteps.length-1), not by timestep value. Multistep schedulers keep state
- * between consecutive `step` calls; `setTimesteps` resets it.
+ * Steps are addressed by index (0..timesteps.length-1), not by timestep value; `timesteps.length` may differ from
+ * the requested step count (PNDM: n + 1, or more with its Runge-Kutta warm-up; trailing spacing: sometimes n + 1).
+ * Multistep schedulers keep state between consecutive `step` calls; `setTimesteps` resets it.
  */
 export interface Scheduler {
   /** The diffusers class this mirrors, e.g. "EulerDiscreteScheduler". */
@@ -287,8 +322,14 @@ export interface Scheduler {
   setTimesteps(numInferenceSteps: number): void;
   /** The UNet input for step `stepIndex` (a new array; the input is not modified). */
   scaleModelInput(sample: Float32Array, stepIndex: number): Float32Array;
+  /**
+   * Whether `step` adds fresh noise (ancestral samplers). A stochastic scheduler needs `noise` (N(0,1), as many values
+   * as the sample; what diffusers draws from its generator inside `step`) at every step and throws an AtedmError
+   * without it; the others ignore it.
+   */
+  readonly stochastic: boolean;
   /** One denoising step from the model output at step `stepIndex` (new arrays; inputs are not modified). */
-  step(modelOutput: Float32Array, stepIndex: number, sample: Float32Array): StepOutput;
+  step(modelOutput: Float32Array, stepIndex: number, sample: Float32Array, noise?: Float32Array): StepOutput;
 }
 
 /** Check the arguments every `step` implementation receives. */
@@ -299,6 +340,27 @@ export function checkStepArgs(className: string, numSteps: number, stepIndex: nu
   }
   if (modelOutput.length !== sample.length) {
     throw new AtedmError(`${className}: model output has ${modelOutput.length} values, sample has ${sample.length}`);
+  }
+}
+
+/** Check the noise a stochastic scheduler's `step` needs: present and one value per sample element. */
+export function checkNoise(className: string, noise: Float32Array | undefined, sample: Float32Array): Float32Array {
+  if (noise === undefined) {
+    throw new AtedmError(`${className} is stochastic: step() needs noise (N(0,1), ${sample.length} values, one per sample element) at every step`);
+  }
+  if (noise.length !== sample.length) throw new AtedmError(`${className}: noise has ${noise.length} values, sample has ${sample.length}`);
+  return noise;
+}
+
+/**
+ * Check that a multistep scheduler's steps come in order: `stepIndex` must be `expected` (null: any index, for the
+ * first step of the solvers that may start mid-schedule).
+ */
+export function checkConsecutive(className: string, stepIndex: number, expected: number | null): void {
+  if (expected !== null && stepIndex !== expected) {
+    throw new AtedmError(
+      `${className}: step(${stepIndex}) called but the next step is ${expected}; multistep solvers need consecutive steps (call setTimesteps to restart)`,
+    );
   }
 }
 
@@ -453,7 +515,8 @@ export function sigmaToT(sigma: number, logSigmas: ArrayLike<number>): number {
   low = Math.min(low, logSigmas.length - 2);
   const lo = logSigmas[low]!;
   const hi = logSigmas[low + 1]!;
-  const w = Math.min(Math.max((lo - logSigma) / (lo - hi), 0), 1);
+  // numpy: low - log_sigma is float64 (log_sigma is a float64 scalar), low - high is float32 (two float32 values).
+  const w = Math.min(Math.max((lo - logSigma) / f32(lo - hi), 0), 1);
   return (1 - w) * low + w * (low + 1);
 }
 
@@ -466,6 +529,42 @@ export function karrasSigmas(sigmaMin: number, sigmaMax: number, n: number): num
   const minInvRho = sigmaMin ** (1 / rho);
   const maxInvRho = sigmaMax ** (1 / rho);
   return npLinspace(0, 1, n).map((ramp) => (maxInvRho + ramp * (minInvRho - maxInvRho)) ** rho);
+}
+
+/**
+ * `_sigma_to_alpha_sigma_t` of the multistep solvers (DPM-Solver, UniPC): alpha_t = 1 / sqrt(sigma^2 + 1),
+ * sigma_t = sigma * alpha_t (float32), and lambda = log alpha_t - log sigma_t (+inf for sigma = 0).
+ */
+export function alphaSigmaLambda(sigma: number): { alpha: number; sigma: number; lambda: number } {
+  const alpha = f32(1 / f32(Math.sqrt(f32(f32(sigma * sigma) + 1))));
+  const sigmaT = f32(sigma * alpha);
+  const lambda = f32(f32(Math.log(alpha)) - f32(Math.log(sigmaT)));
+  return { alpha, sigma: sigmaT, lambda };
+}
+
+/**
+ * The float32 timesteps of the sigma-based single-step samplers (Euler, Euler ancestral, LMS), high to low:
+ * linspace (fractional), leading (stride N // n, + steps_offset) or trailing (numpy's float arange, so some n give
+ * n + 1 steps).
+ */
+export function sigmaSamplerTimesteps(spacing: TimestepSpacing, N: number, n: number, stepsOffset: number): number[] {
+  if (spacing === "linspace") {
+    return npLinspace(0, N - 1, n)
+      .map(f32)
+      .reverse();
+  }
+  if (spacing === "leading") {
+    const ratio = Math.floor(N / n);
+    return Array.from({ length: n }, (_, i) => f32(roundHalfEven(i * ratio) + stepsOffset)).reverse();
+  }
+  return npArange(N, 0, -(N / n)).map((t) => f32(roundHalfEven(t) - 1));
+}
+
+/** `alphas_cumprod[t]` with Python indexing (t = -1 reads the last entry); an AtedmError outside [-N, N). */
+export function alphaCumprodAt(className: string, acp: Float32Array, t: number): number {
+  const N = acp.length;
+  if (!Number.isInteger(t) || t < -N || t >= N) throw new AtedmError(`${className}: timestep ${t} outside alphas_cumprod [0, ${N})`);
+  return acp[t < 0 ? N + t : t]!;
 }
 
 /** log of each float32 sigma, rounded to float32 (`np.log` of a float32 array). */

@@ -20,6 +20,7 @@
  */
 import { AtedmError } from "../errors.js";
 import {
+  NOISE_SCHEDULE_DEFAULTS,
   checkNumSteps,
   checkStepArgs,
   makeAlphasCumprod,
@@ -38,11 +39,7 @@ const f32 = Math.fround;
 
 /** `DDIMScheduler.__init__` defaults: the values used for keys a config does not have. */
 export const DDIM_DEFAULTS = {
-  num_train_timesteps: 1000,
-  beta_start: 0.0001,
-  beta_end: 0.02,
-  beta_schedule: "linear",
-  trained_betas: null,
+  ...NOISE_SCHEDULE_DEFAULTS,
   clip_sample: true,
   set_alpha_to_one: true,
   steps_offset: 0,
@@ -65,6 +62,7 @@ export class DDIMScheduler implements Scheduler {
   /** DDIM has no sigma schedule. */
   readonly sigmas = null;
   readonly initNoiseSigma = 1;
+  readonly stochastic = false;
   /** The requested step count (diffusers' num_inference_steps); sets the stride t - t'. */
   private numInferenceSteps = 0;
 

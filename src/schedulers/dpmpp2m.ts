@@ -2,7 +2,9 @@
  * DPM-Solver++ 2M: mirrors diffusers' `DPMSolverMultistepScheduler` with `algorithm_type="dpmsolver++"` and
  * `solver_order=2` (Lu et al. 2022, "DPM-Solver++", Algorithm 2: the multistep second-order data-prediction solver).
  * Those two settings are forced whatever the config says, like
- * `DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++", solver_order=2)`.
+ * `DPMSolverMultistepScheduler.from_config(config, algorithm_type="dpmsolver++", solver_order=2)` (what the user
+ * asks for with `--scheduler dpm++2m`); `schedulerForConfig` (index.ts) refuses a DPMSolverMultistepScheduler config
+ * that names another algorithm or order, instead of silently running this one.
  *
  * With sigma the Euler-style noise level, alpha_t = 1 / sqrt(sigma^2 + 1), sigma_t = sigma * alpha_t and
  * lambda = log(alpha_t / sigma_t) (half log-SNR). Each step first converts the model output to an x0 prediction m_i
@@ -22,12 +24,14 @@
  *
  * Supported config: beta schedules, `trained_betas`, `rescale_betas_zero_snr`, prediction types epsilon /
  * v_prediction / sample, all three spacings, `steps_offset`, `use_karras_sigmas` (with `sigma_min`/`sigma_max`),
- * `solver_type` midpoint / heun, `lower_order_final`, `euler_at_final`, `final_sigmas_type`, `lambda_min_clipped`.
+ * `solver_type` midpoint / heun (UniPC's bh1 / bh2 and "logrho" mean midpoint, as in diffusers), `lower_order_final`,
+ * `euler_at_final`, `final_sigmas_type`, `lambda_min_clipped`.
  * Rejected: `thresholding`, `variance_type` learned*, `use_exponential_sigmas`, `use_beta_sigmas`,
  * `use_lu_lambdas`, `use_flow_sigmas`.
  */
 import { AtedmError } from "../errors.js";
 import {
+  NOISE_SCHEDULE_DEFAULTS,
   checkNumSteps,
   checkStepArgs,
   interpAtIndex,
@@ -41,6 +45,7 @@ import {
   sigmaToT,
   sigmasFromAlphasCumprod,
   unsupported,
+  alphaSigmaLambda,
   type RawSchedulerConfig,
   type Scheduler,
   type SchedulerConfig,
@@ -51,11 +56,7 @@ const f32 = Math.fround;
 
 /** `DPMSolverMultistepScheduler.__init__` defaults (plus sigma_min/sigma_max, read by its Karras conversion). */
 export const DPM_DEFAULTS = {
-  num_train_timesteps: 1000,
-  beta_start: 0.0001,
-  beta_end: 0.02,
-  beta_schedule: "linear",
-  trained_betas: null,
+  ...NOISE_SCHEDULE_DEFAULTS,
   solver_order: 2,
   prediction_type: "epsilon",
   thresholding: false,
@@ -80,15 +81,6 @@ export const DPM_DEFAULTS = {
 
 export type DPMConfig = Pick<SchedulerConfig, keyof typeof DPM_DEFAULTS>;
 
-/** alpha_t = 1 / sqrt(sigma^2 + 1) and sigma_t = sigma * alpha_t (float32), and lambda = log alpha_t - log sigma_t. */
-function alphaSigmaLambda(sigma: number): { alpha: number; sigma: number; lambda: number } {
-  const alpha = f32(1 / f32(Math.sqrt(f32(f32(sigma * sigma) + 1))));
-  const sigmaT = f32(sigma * alpha);
-  // sigma = 0 gives log(0) = -inf, so lambda = +inf.
-  const lambda = f32(f32(Math.log(alpha)) - f32(Math.log(sigmaT)));
-  return { alpha, sigma: sigmaT, lambda };
-}
-
 export class DPMSolverMultistepScheduler implements Scheduler {
   readonly className = "DPMSolverMultistepScheduler";
   readonly config: DPMConfig;
@@ -96,6 +88,7 @@ export class DPMSolverMultistepScheduler implements Scheduler {
   timesteps: number[] = [];
   sigmas: number[] = [];
   readonly initNoiseSigma = 1;
+  readonly stochastic = false;
   private readonly trainSigmas: Float32Array;
   /** Multistep state: the x0 prediction of the previous step and that step's index (null before the first step). */
   private prevX0: Float32Array | null = null;
@@ -103,7 +96,9 @@ export class DPMSolverMultistepScheduler implements Scheduler {
 
   constructor(config: RawSchedulerConfig) {
     const c = resolveConfig(config, DPM_DEFAULTS, this.className);
-    this.config = { ...c, algorithm_type: "dpmsolver++", solver_order: 2 };
+    // UniPC's solver types (bh1, bh2) and "logrho" become "midpoint", as diffusers' __init__ re-registers them.
+    const solverType = c.solver_type === "heun" ? "heun" : "midpoint";
+    this.config = { ...c, algorithm_type: "dpmsolver++", solver_order: 2, solver_type: solverType };
     if (c.thresholding) unsupported(this.className, "thresholding", true);
     if (c.variance_type !== null) unsupported(this.className, "variance_type", c.variance_type);
     for (const key of ["use_exponential_sigmas", "use_beta_sigmas", "use_lu_lambdas", "use_flow_sigmas"] as const) {

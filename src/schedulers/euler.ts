@@ -17,6 +17,7 @@
  * timesteps).
  */
 import {
+  NOISE_SCHEDULE_DEFAULTS,
   checkNumSteps,
   checkStepArgs,
   interpAtIndex,
@@ -40,11 +41,7 @@ const f32 = Math.fround;
 
 /** `EulerDiscreteScheduler.__init__` defaults: the values used for keys a config does not have. */
 export const EULER_DEFAULTS = {
-  num_train_timesteps: 1000,
-  beta_start: 0.0001,
-  beta_end: 0.02,
-  beta_schedule: "linear",
-  trained_betas: null,
+  ...NOISE_SCHEDULE_DEFAULTS,
   prediction_type: "epsilon",
   interpolation_type: "linear",
   use_karras_sigmas: false,
@@ -68,6 +65,7 @@ export class EulerDiscreteScheduler implements Scheduler {
   timesteps: number[] = [];
   sigmas: number[] = [];
   initNoiseSigma = 1;
+  readonly stochastic = false;
   /** sigma(t) for every training timestep t (float32). */
   private readonly trainSigmas: Float32Array;
 
