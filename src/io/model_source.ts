@@ -64,22 +64,22 @@ export interface OpenModelOptions {
 /** A variant name: letters, digits, `_` and `-` (diffusers uses "fp16", "bf16", "ema", "non_ema"). */
 const VARIANT = /^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$/;
 
-/** A model in the diffusers folder layout, as `DiffusionPipeline.from_pretrained(dir, variant=...)` reads it. */
+/**
+ * A model in the diffusers folder layout, as `DiffusionPipeline.from_pretrained(dir, variant=...)` reads it.
+ * model_index.json is read when first needed, so a component loader given a bare folder (`<dir>/vae/` only, as
+ * `AutoencoderKL.from_pretrained(dir, subfolder="vae")`) works without one.
+ */
 export class DiffusersFolder implements ModelSource {
-  readonly index: ModelIndex;
   readonly defaultsDir: string;
+  private modelIndex?: ModelIndex;
 
   constructor(
     readonly path: string,
     readonly variant?: string,
   ) {
-    if (!existsSync(join(path, "model_index.json"))) {
-      throw new AtedmError(`${path}: not a diffusers model folder (no model_index.json)`);
-    }
     if (variant !== undefined && !VARIANT.test(variant)) {
       throw new AtedmError(`--variant: ${JSON.stringify(variant.slice(0, 40))} is not a variant name (letters, digits, _ and -, e.g. fp16)`);
     }
-    this.index = readModelIndex(path);
     if (variant !== undefined) {
       // diffusers: components without variant files load their plain files, but some component must have them.
       const components = ["unet", "vae", "text_encoder", "text_encoder_2"].filter((c) => this.has(c));
@@ -92,6 +92,16 @@ export class DiffusersFolder implements ModelSource {
       }
     }
     this.defaultsDir = path;
+  }
+
+  get index(): ModelIndex {
+    if (!this.modelIndex) {
+      if (!existsSync(join(this.path, "model_index.json"))) {
+        throw new AtedmError(`${this.path}: not a diffusers model folder (no model_index.json)`);
+      }
+      this.modelIndex = readModelIndex(this.path);
+    }
+    return this.modelIndex;
   }
 
   has(component: string): boolean {
@@ -130,7 +140,9 @@ export function openModel(path: string, options: OpenModelOptions = {}): ModelSo
     if (options.config !== undefined) {
       throw new AtedmError(`--config ${options.config}: only for a single-file checkpoint; ${path} is a folder with its own configs`);
     }
-    return new DiffusersFolder(path, options.variant);
+    const folder = new DiffusersFolder(path, options.variant);
+    void folder.index; // a pipeline needs model_index.json: fail now, naming the folder
+    return folder;
   }
   if (options.variant !== undefined) {
     throw new AtedmError(`--variant ${options.variant}: only for a diffusers folder; ${path} is a single file`);
