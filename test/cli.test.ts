@@ -39,7 +39,7 @@ const processState = () => [
 ];
 const before = processState();
 
-const COMMANDS = ["generate", "flops", "eval", "report", "recovery-error", "eval-alignment", "export-shapes"] as const;
+const COMMANDS = ["generate", "flops", "eval", "report", "recovery-error", "eval-alignment", "export-shapes", "worker"] as const;
 /** The pruning flags each command parses: all of them, or (eval) all but --method and --ratio, which its --methods list replaces. */
 const PRUNING_FLAGS_OF: Partial<Record<(typeof COMMANDS)[number], string[]>> = {
   generate: Object.keys(pruningFlags),

@@ -102,7 +102,14 @@ describe("eval scoring", () => {
         );
       }
     }
-    const pipe = { dir: "stub", defaultGuidance: 4, unet: { keepSessionsOf: 1 } } as unknown as TextToImagePipeline;
+    // A stand-in pipeline: the cache holds every image, so only what scoring reads is here (the model's scheduler
+    // is Euler, as the records' settings say).
+    const pipe = {
+      dir: "stub",
+      defaultGuidance: 4,
+      unet: { keepSessionsOf: 1 },
+      scheduler: () => ({ name: "euler" }),
+    } as unknown as TextToImagePipeline;
     const { result, generated } = await runEval({
       pipe,
       runs,
@@ -241,6 +248,11 @@ describe("eval command", () => {
     assert.equal(a.methods[0]!.quality.alignment_all_correct_delta, undefined, "none has no change against itself");
     assert.equal(a.methods.length, 3);
     for (const m of a.methods) assert.equal(m.images.length, 4);
+    // A local eval is one worker, "local": its speed-up is the plain ratio of the medians, as before workers.
+    for (const m of a.methods) {
+      const rec = JSON.parse(readFileSync(join(whole, m.images[0]!.file.replace(/\.png$/, ".json")), "utf8"));
+      assert.equal(rec.worker, "local", m.name);
+    }
 
     // And a finished eval run again regenerates nothing and writes the same file, byte for byte.
     const before = readFileSync(join(killed, "eval.json"), "utf8");

@@ -7,6 +7,8 @@ import { join } from "node:path";
 import { AtedmError } from "../errors.js";
 import { writeJsonAtomic } from "../io/files.js";
 import { planRuns } from "../eval/plan.js";
+import { parseRedisUrl } from "../eval/queue.js";
+import { queueGenerator } from "../eval/queue_coordinator.js";
 import { FD_BOOTSTRAP_SAMPLES, isShapesPromptSet, runEval } from "../eval/run.js";
 import type { EvalResult } from "../eval/types.js";
 import { ClipScorer } from "../metrics/clip_score.js";
@@ -42,6 +44,8 @@ const flags: Flags = {
   "fd-bootstrap": { type: "string" },
   "bootstrap-seed": { type: "string" },
   "no-overlays": { type: "boolean" },
+  queue: { type: "string" },
+  chunk: { type: "string" },
   json: { type: "boolean" },
   progress: { type: "boolean" },
   verbose: { type: "boolean" },
@@ -50,6 +54,8 @@ const flags: Flags = {
 
 export const DEFAULT_METHODS = "none,atedm:0.5,tome:0.5";
 const MAX_BOOTSTRAP = 100_000;
+const DEFAULT_CHUNK = 8;
+const MAX_CHUNK = 1000;
 
 export const EVAL_HELP = `Usage: atedm eval --prompts FILE --out DIR [--model DIR] [--seeds N] [--steps S] [--methods LIST]
                   [--budgets LIST] [method options] [--json]
@@ -68,7 +74,7 @@ image is cached in --out, so a killed eval resumes where it stopped; DIR/eval.js
   --seeds N             seeds per prompt (0..N-1), 1..${LIMITS.seeds} (default 1).
   --steps S             denoising steps, 1..${LIMITS.steps} (default 20).
   --guidance G          guidance scale in [0, ${LIMITS.guidance}] (default: the pipeline's).
-  --scheduler NAME      ${SCHEDULER_NAMES.join(" | ")} (default euler).
+  --scheduler NAME      ${SCHEDULER_NAMES.join(" | ")} (default: the model's own scheduler class).
   --threads T           ONNX Runtime threads, 1..${LIMITS.threads} (default: all cores).
   --methods LIST        comma-separated name[:ratio][:option=value...] (default ${DEFAULT_METHODS}); options are
                         the method flags below without the dashes, e.g. atedm:0.5:recovery=cosine:schedule=none,
@@ -89,6 +95,10 @@ image is cached in --out, so a killed eval resumes where it stopped; DIR/eval.js
                         costs two covariances and an eigen-decomposition).
   --bootstrap-seed S    seed of the resampling (default 0).
   --no-overlays         skip the kept-token overlays (one extra image per AT-EDM method).
+  --queue URL           generate on 'atedm worker's instead of here: one job per method, seed and chunk of
+                        prompts on Redis at redis://HOST:PORT[/DB], waited for; images land in --out as a
+                        local eval's do, and scoring runs here (docs/queue.md).
+  --chunk N             prompts per job with --queue, 1..${MAX_CHUNK} (default ${DEFAULT_CHUNK}).
   --json                print eval.json on stdout as well.
   --progress            show progress even when stderr is not a terminal: a plain line now and then.
   --verbose             let ONNX Runtime print its own log lines (warnings and above).
@@ -125,6 +135,9 @@ export async function evalCommand(argv: string[]): Promise<number> {
   const fdSamples = int(str("fd-bootstrap"), "fd-bootstrap", 1, MAX_BOOTSTRAP);
   const bootSeed = int(str("bootstrap-seed"), "bootstrap-seed", 0, MAX_SEED) ?? 0;
   const budgets = parseBudgets(str("budgets"));
+  const queueUrl = str("queue");
+  const chunk = int(str("chunk"), "chunk", 1, MAX_CHUNK) ?? DEFAULT_CHUNK;
+  if (queueUrl !== undefined) parseRedisUrl(queueUrl);
   const specs = parseMethodSpecs(str("methods") ?? DEFAULT_METHODS, v);
   const modelDir = str("model") ?? DEFAULT_MODEL;
   if (!modelDir.trim()) throw new AtedmError("--model: the folder name is empty");
@@ -148,6 +161,16 @@ export async function evalCommand(argv: string[]): Promise<number> {
   }
 
   const mode = progressMode({ progress: v.progress === true, json: v.json === true });
+  // With --queue, Redis must answer before anything loads (one line naming the URL when it does not).
+  const generate = queueUrl
+    ? await queueGenerator({
+        url: queueUrl,
+        model: modelDir,
+        flags: Object.fromEntries(METHOD_OPTION_KEYS.filter((k) => v[k] !== undefined).map((k) => [k, v[k] as string | boolean])),
+        chunk,
+        log: (line) => process.stderr.write(`atedm eval: ${line}\n`),
+      })
+    : undefined;
   const wall0 = performance.now();
   status(mode, `loading ${modelDir} ...`);
   const pipe = await loadPipeline(modelDir, { threads, verbose: v.verbose === true });
@@ -190,6 +213,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
       machine: { cpus: cpus().length, cpu: cpus()[0]?.model.trim() ?? "unknown", platform: `${process.platform}-${process.arch}` },
       threads: pipe.runtime.threads,
       onImage: (done) => progress.update(done),
+      generate,
     });
     progress.done();
     const wall = (performance.now() - wall0) / 1000;

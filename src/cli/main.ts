@@ -17,6 +17,7 @@ Commands
   recovery-error      per block and step, how far each recovery variant is from the unpruned block
   eval-alignment      text-image alignment of a shapes model on a prompt file
   export-shapes       write the synthetic shapes training set
+  worker              run the jobs of 'atedm eval --queue' from Redis
 
 'atedm <command> --help' (or 'atedm help <command>') explains every flag of a command.
 'atedm --version' prints the version.
@@ -32,6 +33,7 @@ const commands: Record<string, () => Promise<Command>> = {
   "recovery-error": async () => (await import("./recovery_error.js")).recoveryErrorCommand,
   "eval-alignment": async () => (await import("./eval_alignment.js")).evalAlignmentCommand,
   "export-shapes": async () => (await import("./export_shapes.js")).exportShapesCommand,
+  worker: async () => (await import("./worker.js")).workerCommand,
 };
 
 export async function main(argv: string[]): Promise<number> {

@@ -64,7 +64,7 @@ export function ratioForBudget(spec: EvalMethodSpec, g: PlanGeometry, budget: nu
   return { ratio: hi, saving: saving(hi) };
 }
 
-function runKey(family: string, ratio: number, options: Record<string, unknown>): string {
+export function runKey(family: string, ratio: number, options: Record<string, unknown>): string {
   const text = JSON.stringify({ family, ratio, options: Object.fromEntries(Object.entries(options).sort(([a], [b]) => a.localeCompare(b))) });
   return `${family}-${stableHash32(text, 0).toString(16).padStart(8, "0")}`;
 }

@@ -6,7 +6,11 @@
  * - Same inputs: every run sees the same prompts, seeds, steps, guidance and scheduler.
  * - Timing: runs take turns image by image (the order rotates from image to image), so machine noise hits all
  *   alike; `seconds_per_step` is the median step time (U-Net and scheduler) over all of a run's steps, and
- *   `speedup` divides the reference's by it. The U-Net keeps every run's sessions built (`keepSessionsOf`).
+ *   `speedup` divides the reference's by it, within one worker only (`speedupWithinWorkers`: every record names
+ *   the worker that timed it; a local eval is the one worker "local"; a queue eval takes the median of the
+ *   per-worker ratios). The U-Net keeps every run's sessions built (`keepSessionsOf`).
+ * - Where: locally one image after another (`generateImage`, `storeImage`), or by queue workers (`generate`,
+ *   see queue_coordinator.ts), which run the same `generateImage` and hand back the bytes for `storeImage`.
  * - Resume: each image is written as `images/<run key>/<prompt>_<seed>.png` with a `.json` record of its timing
  *   and judgement, both atomically, the record last. A restarted eval skips what has a record, so a run killed
  *   half way and restarted gives the same `eval.json` as an uninterrupted one (timings come from the records).
@@ -17,14 +21,15 @@
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { AtedmError } from "../errors.js";
-import { makeDirectory, writeJsonAtomic } from "../io/files.js";
-import { readPng, toRGB8, writePng } from "../io/png.js";
+import { makeDirectory, writeFileAtomic, writeJsonAtomic } from "../io/files.js";
+import { encodePng, readPng, toRGB8, writePng } from "../io/png.js";
 import { median } from "../metrics/timing.js";
 import { bootstrap } from "../metrics/bootstrap.js";
 import type { ClipScorer } from "../metrics/clip_score.js";
 import type { FeatureExtractor } from "../metrics/features.js";
 import { featureStats, frechetFromStats } from "../metrics/frechet.js";
 import { psnr, ssim } from "../metrics/quality.js";
+import type { PruningMethod } from "../models/pruning_hook.js";
 import type { TextToImagePipeline } from "../pipeline/text_to_image.js";
 import { blockMask } from "../pruning/masks.js";
 import type { Tensor } from "../runtime/session.js";
@@ -64,18 +69,112 @@ export interface EvalOptions {
   version: string;
   machine: EvalResult["machine"];
   threads: number;
+  /** Image size (default: the model's). */
+  height?: number;
+  width?: number;
   /** Called after each image with (done, total). */
   onImage?: (done: number, total: number) => void;
+  /** Where the missing images are generated; default: here, one by one (`generateImage`). */
+  generate?: RemoteGenerator;
 }
 
 /** What is cached beside each image. */
-interface ImageFileRecord {
+export interface ImageFileRecord {
   prompt: string;
   seed: number;
   step_seconds: number[];
   generation_seconds: number;
   other_seconds: number;
   alignment: { all_correct: boolean; attributes: Record<string, boolean> } | null;
+  /** Who generated it (timings are compared only within one worker); absent in records of older versions: local. */
+  worker?: string;
+}
+
+/** The worker id of a local eval (and of records written before workers existed). */
+export const LOCAL_WORKER = "local";
+
+/** One image of the plan: a run, a prompt (and its index in the prompt file) and a seed; `id` is its path stem. */
+export interface ImageTask {
+  run: EvalRun;
+  promptIndex: number;
+  prompt: string;
+  seed: number;
+  /** `<run key>/<prompt index>_<seed>`, the stem of its .png and .json under `<out>/images`. */
+  id: string;
+}
+
+/** Everything about an image but its method, prompt and seed; the same for every image of an eval. */
+export interface ImageSettings {
+  steps: number;
+  guidance: number;
+  scheduler: SchedulerName;
+  /** Image size; undefined: the model's default (sample_size latent pixels a side). */
+  height?: number;
+  width?: number;
+  /** Judge text alignment (every prompt is a shapes caption). */
+  shapes: boolean;
+}
+
+/** Generates the images an eval is missing somewhere else (a queue of workers): calls `store` once per image. */
+export type RemoteGenerator = (
+  missing: ImageTask[],
+  settings: ImageSettings,
+  store: (id: string, png: Uint8Array, record: ImageFileRecord) => void,
+) => Promise<void>;
+
+export const imageId = (runKey: string, promptIndex: number, seed: number) => `${runKey}/${pad(promptIndex)}_${seed}`;
+
+/**
+ * Generate one image with `method` installed and judge it: the PNG bytes and the record cached beside it. The one
+ * generation path of an eval, local or in a queue worker, so both give the same pixels for the same inputs.
+ */
+export async function generateImage(
+  pipe: TextToImagePipeline,
+  method: PruningMethod | null,
+  s: ImageSettings & { prompt: string; seed: number },
+  worker: string,
+): Promise<{ rgb: Uint8Array; png: Uint8Array; height: number; width: number; record: ImageFileRecord }> {
+  pipe.unet.pruning = method;
+  const t0 = performance.now();
+  const r = await pipe.generate({
+    prompt: s.prompt,
+    seed: s.seed,
+    steps: s.steps,
+    guidance: s.guidance,
+    scheduler: s.scheduler,
+    ...(s.height !== undefined ? { height: s.height } : {}),
+    ...(s.width !== undefined ? { width: s.width } : {}),
+  });
+  const t1 = performance.now();
+  const [, H, W] = r.imageDims as [number, number, number];
+  const rgb = toRGB8(r.image, H, W);
+  const png = encodePng(rgb, H, W);
+  let alignment: ImageFileRecord["alignment"] = null;
+  if (s.shapes) {
+    const a = analyzeImage(rgb, W, H, s.prompt);
+    alignment = { all_correct: a.allCorrect, attributes: a.attributes };
+  }
+  const record: ImageFileRecord = {
+    prompt: s.prompt,
+    seed: s.seed,
+    step_seconds: r.stepSeconds,
+    generation_seconds: (t1 - t0) / 1000,
+    other_seconds: 0,
+    alignment,
+    worker,
+  };
+  record.other_seconds = (performance.now() - t1) / 1000;
+  return { rgb, png, height: H, width: W, record };
+}
+
+/**
+ * Cache one image in `outDir`: the PNG, then its record, each atomically, so a record always has its image. The
+ * path is the image's key (run key, prompt index, seed), so storing the same image twice (a retried job) leaves
+ * one copy with the same bytes.
+ */
+export function storeImage(outDir: string, id: string, png: Uint8Array, record: ImageFileRecord): void {
+  writeFileAtomic(join(outDir, "images", `${id}.png`), [png]);
+  writeJsonAtomic(join(outDir, "images", `${id}.json`), record, 1);
 }
 
 /** The settings an output folder was started with; a restart with other settings is refused. */
@@ -156,7 +255,7 @@ export async function runEval(o: EvalOptions): Promise<EvalRunOutput> {
 async function evaluate(o: EvalOptions): Promise<EvalRunOutput> {
   const { pipe, runs, prompts, seeds, steps } = o;
   const guidance = o.guidance ?? pipe.defaultGuidance;
-  const scheduler = o.scheduler ?? "euler";
+  const scheduler = o.scheduler ?? pipe.scheduler().name; // the model's own, as generate
   makeDirectory(o.outDir);
   const state = checkState(o.outDir, { model: pipe.dir, steps, guidance, scheduler, seeds, prompts });
   const shapes = isShapesPromptSet(prompts);
@@ -169,49 +268,45 @@ async function evaluate(o: EvalOptions): Promise<EvalRunOutput> {
   const total = prompts.length * seeds * runs.length;
   let done = 0;
   let generated = 0;
+  // Every image in the local order: prompt by prompt, seed by seed, the runs taking turns (rotating).
+  const tasks: ImageTask[] = [];
   let order = 0;
   for (const [pi, prompt] of prompts.entries()) {
     for (let seed = 0; seed < seeds; seed++) {
       for (let j = 0; j < runs.length; j++) {
         const run = runs[(j + order) % runs.length]!;
-        const id = `${run.key}/${pad(pi)}_${seed}`;
-        const png = join(o.outDir, "images", `${id}.png`);
-        const recPath = join(o.outDir, "images", `${id}.json`);
-        const cached = readJson<ImageFileRecord>(recPath);
-        if (cached && cached.prompt === prompt && cached.seed === seed && existsSync(png)) {
-          records.set(id, cached);
-        } else {
-          pipe.unet.pruning = run.method;
-          const t0 = performance.now();
-          const r = await pipe.generate({ prompt, seed, steps, guidance, scheduler });
-          const t1 = performance.now();
-          const [, H, W] = r.imageDims as [number, number, number];
-          size = [H, W];
-          const rgb = toRGB8(r.image, H, W);
-          writePng(png, rgb, H, W);
-          images.set(id, rgb);
-          let alignment: ImageFileRecord["alignment"] = null;
-          if (shapes) {
-            const a = analyzeImage(rgb, W, H, prompt);
-            alignment = { all_correct: a.allCorrect, attributes: a.attributes };
-          }
-          const rec: ImageFileRecord = {
-            prompt,
-            seed,
-            step_seconds: r.stepSeconds,
-            generation_seconds: (t1 - t0) / 1000,
-            other_seconds: 0,
-            alignment,
-          };
-          rec.other_seconds = (performance.now() - t1) / 1000;
-          writeJsonAtomic(recPath, rec, 1);
-          records.set(id, rec);
-          generated++;
-        }
-        o.onImage?.(++done, total);
+        tasks.push({ run, promptIndex: pi, prompt, seed, id: imageId(run.key, pi, seed) });
       }
       order++;
     }
+  }
+  const settings: ImageSettings = { steps, guidance, scheduler, height: o.height, width: o.width, shapes };
+  const store = (id: string, png: Uint8Array, rec: ImageFileRecord) => {
+    storeImage(o.outDir, id, png, rec);
+    records.set(id, rec);
+    generated++;
+    o.onImage?.(++done, total);
+  };
+  const missing: ImageTask[] = [];
+  for (const t of tasks) {
+    const cached = readJson<ImageFileRecord>(join(o.outDir, "images", `${t.id}.json`));
+    if (cached && cached.prompt === t.prompt && cached.seed === t.seed && existsSync(join(o.outDir, "images", `${t.id}.png`))) {
+      records.set(t.id, cached);
+      if (!o.generate) o.onImage?.(++done, total);
+    } else if (o.generate) {
+      missing.push(t);
+    } else {
+      // Local: one image at a time, in order, each stored as soon as it is made.
+      const g = await generateImage(pipe, t.run.method, { ...settings, prompt: t.prompt, seed: t.seed }, LOCAL_WORKER);
+      size = [g.height, g.width];
+      images.set(t.id, g.rgb);
+      store(t.id, g.png, g.record);
+    }
+  }
+  if (o.generate) {
+    done = total - missing.length;
+    o.onImage?.(done, total);
+    if (missing.length) await o.generate(missing, settings, store);
   }
 
   // Everything below is scoring: the "other" time of the run.
@@ -287,7 +382,7 @@ async function evaluate(o: EvalOptions): Promise<EvalRunOutput> {
     );
   };
 
-  const referenceSeconds = median(idsOf(reference).flatMap((id) => records.get(id)!.step_seconds));
+  const referenceRecords = idsOf(reference).map((id) => records.get(id)!);
   const methods: MethodResult[] = [];
   let generationSeconds = 0;
   let otherSeconds = 0;
@@ -345,7 +440,7 @@ async function evaluate(o: EvalOptions): Promise<EvalRunOutput> {
       flops_saving: run.flops.saving,
       tflops_per_step: run.flops.perStep / 1e12,
       seconds_per_step: seconds,
-      speedup: seconds > 0 ? referenceSeconds / seconds : 0,
+      speedup: speedupWithinWorkers(referenceRecords, recs),
       quality,
       images: imageRecords,
       overlays: [],
@@ -379,6 +474,37 @@ async function evaluate(o: EvalOptions): Promise<EvalRunOutput> {
   };
   writeJsonAtomic(join(o.outDir, "eval.json"), result, 1);
   return { result, generated, resumed: total - generated, finalSeconds };
+}
+
+/**
+ * The speed-up of a run over the reference, compared only within a worker (machines differ): for every worker
+ * that generated images of both, median reference step time / median run step time; then the median of those
+ * ratios over the workers. A local eval is one worker, so this is the ratio of the two medians. 0 when no worker
+ * ran both.
+ */
+export function speedupWithinWorkers(reference: readonly ImageFileRecord[], run: readonly ImageFileRecord[]): number {
+  const steps = (recs: readonly ImageFileRecord[]) => {
+    const by = new Map<string, number[]>();
+    for (const r of recs) {
+      const w = r.worker ?? LOCAL_WORKER;
+      let xs = by.get(w);
+      if (!xs) {
+        xs = [];
+        by.set(w, xs);
+      }
+      xs.push(...r.step_seconds);
+    }
+    return by;
+  };
+  const ref = steps(reference);
+  const ratios: number[] = [];
+  for (const [w, xs] of steps(run)) {
+    const r = ref.get(w);
+    if (!r?.length || !xs.length) continue;
+    const s = median(xs);
+    if (s > 0) ratios.push(median(r) / s);
+  }
+  return ratios.length ? median(ratios) : 0;
 }
 
 /** Kept-token overlays (first prompt, seed 0, middle step) for every AT-EDM run: pruned tokens dimmed red. */
