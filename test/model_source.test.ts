@@ -221,7 +221,10 @@ describe("bad single-file checkpoints: one line naming the file, nothing written
       [["--model", layout], /layout\.safetensors: no model\.diffusion_model\.\* keys: not a Stable Diffusion checkpoint/],
       [["--model", noVae], /no-vae\.safetensors: no first_stage_model\.\* keys: the VAE is missing/],
       [["--model", noText], /no-text\.safetensors: no cond_stage_model\.\* or conditioner\.embedders\.\* keys: the text encoder is missing/],
-      [["--model", tiny], /: U-Net shapes match no standard SD-1\.x\/2\.x\/XL architecture \(block_out_channels \[16, 24, 24, 24\].*; pass --config DIR/],
+      [
+        ["--model", tiny],
+        /: U-Net shapes match no standard SD-1\.x\/2\.x\/XL architecture \(block_out_channels \[16, 24, 24, 24\].*; pass --config DIR/,
+      ],
       [["--model", truncated, "--config", TINY_SD], /truncated\.safetensors: .*(truncated|end of the file|beyond)/],
       [["--model", tiny, "--config", join(tmp, "nope")], /--config .*nope: no such folder/],
       [["--model", tiny, "--variant", "fp16"], /--variant fp16: only for a diffusers folder/],

@@ -13,6 +13,10 @@
  * unless `verbose`: sessions log at severity 4 (fatal only), and so does ONNX Runtime's environment when the first
  * Runtime is created before any session (`ort.env.logLevel`, read once, when ONNX Runtime initialises). Errors still
  * reach the caller, as one-line `AtedmError`s naming the graph (`ortMessage`).
+ *
+ * In the browser build (web/, docs/browser.md) `onnxruntime-node` and `node:fs`/`node:os`/`node:path` are aliased to
+ * src/platform/browser/: the same code runs on onnxruntime-web, whose thread count is `ort.env.wasm.numThreads`
+ * (set by the worker) and whose external-data path is never taken (the worker refuses models that would need it).
  */
 import * as ort from "onnxruntime-node";
 import { linkSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from "node:fs";
@@ -29,6 +33,8 @@ export interface RuntimeOptions {
   threads?: number;
   /** Let ONNX Runtime's own warnings and errors through to stderr (log severity 2, warning). Default false (4, fatal). */
   verbose?: boolean;
+  /** ONNX Runtime execution providers, in order of preference. Default: the runtime's own (CPU; WASM in the browser). */
+  executionProviders?: string[];
 }
 
 /** ONNX Runtime log severities: 0 verbose, 1 info, 2 warning, 3 error, 4 fatal. */
@@ -54,6 +60,7 @@ export function ortMessage(e: unknown): string {
 export class Runtime {
   readonly threads: number;
   readonly verbose: boolean;
+  readonly executionProviders?: string[];
   private readonly tempDirs: string[] = [];
 
   constructor(options: RuntimeOptions = {}) {
@@ -61,6 +68,7 @@ export class Runtime {
     if (!Number.isInteger(threads) || threads < 1) throw new AtedmError(`Runtime: threads must be a positive integer, got ${threads}`);
     this.threads = threads;
     this.verbose = options.verbose ?? false;
+    if (options.executionProviders) this.executionProviders = [...options.executionProviders];
     // ONNX Runtime's Linux build starts a telemetry client that leaves mat-debug-<pid>.log and .ses in the temp
     // folder of every process that creates a session (read when the first session is created); off unless the
     // user set ORT_DISABLE_TELEMETRY themselves.
@@ -78,6 +86,7 @@ export class Runtime {
       enableCpuMemArena: true,
       enableMemPattern: true,
       logSeverityLevel: this.verbose ? VERBOSE_SEVERITY : QUIET_SEVERITY,
+      ...(this.executionProviders ? { executionProviders: this.executionProviders } : {}),
     };
   }
 

@@ -24,6 +24,23 @@ export function findChromium(paths: readonly string[] = CHROMIUM_PATHS): string 
   return found;
 }
 
-export async function launchChromium(): Promise<Browser> {
-  return chromium.launch({ executablePath: findChromium(), args: ["--no-sandbox"] });
+/**
+ * Flags for a machine without network (CI, sandboxes): no background requests (component updates, safe browsing,
+ * translation, sync, field trials, DNS prefetch); pages on 127.0.0.1 still load.
+ */
+export const NO_NETWORK_ARGS = [
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-domain-reliability",
+  "--disable-sync",
+  "--disable-default-apps",
+  "--no-first-run",
+  "--no-pings",
+  "--metrics-recording-only",
+  "--disable-features=Translate,OptimizationHints,MediaRouter,DialMediaRouteProvider,CertificateTransparencyComponentUpdater,AutofillServerCommunication",
+  "--dns-prefetch-disable",
+];
+
+export async function launchChromium(extraArgs: readonly string[] = []): Promise<Browser> {
+  return chromium.launch({ executablePath: findChromium(), args: ["--no-sandbox", ...extraArgs] });
 }
