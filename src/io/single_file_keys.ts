@@ -19,7 +19,7 @@ import { AtedmError } from "../errors.js";
 import { type CLIPTextConfig, clipTextStateDictShapes } from "../models/clip_text.js";
 import type { UNetConfig } from "../models/unet_structure.js";
 import { unetStateDictShapes } from "../models/unet_weights.js";
-import { type VAEConfig, vaeDecoderStateDictShapes } from "../models/vae.js";
+import { type VAEConfig, vaeDecoderStateDictShapes, vaeShapeWriters } from "../models/vae.js";
 
 /** How a diffusers tensor is made from the original one. */
 export type Transform = "none" | "reshape" | "transpose" | { rowSlice: 0 | 1 | 2 };
@@ -242,21 +242,7 @@ export function unetKeyTable(cfg: UNetConfig): TableRow[] {
  */
 export function vaeStateDictShapes(cfg: VAEConfig, options: { inChannels?: number; useQuantConv?: boolean } = {}): Map<string, number[]> {
   const out = new Map<string, number[]>();
-  const conv = (p: string, o: number, i: number, k: number) => {
-    out.set(`${p}.weight`, [o, i, k, k]);
-    out.set(`${p}.bias`, [o]);
-  };
-  const norm = (p: string, c: number) => {
-    out.set(`${p}.weight`, [c]);
-    out.set(`${p}.bias`, [c]);
-  };
-  const resnet = (p: string, inCh: number, outCh: number) => {
-    norm(`${p}.norm1`, inCh);
-    conv(`${p}.conv1`, outCh, inCh, 3);
-    norm(`${p}.norm2`, outCh);
-    conv(`${p}.conv2`, outCh, outCh, 3);
-    if (inCh !== outCh) conv(`${p}.conv_shortcut`, outCh, inCh, 1);
-  };
+  const { conv, norm, resnet } = vaeShapeWriters(out);
   const ch = cfg.block_out_channels;
   const n = ch.length;
   const top = ch[n - 1]!;

@@ -357,11 +357,11 @@ export function toImageNHWC(sample: { data: ArrayLike<number>; dims: readonly nu
  * 1x1-conv shape [C, C, 1, 1], their biases only when present, and a `conv_shortcut` present where the channel
  * count does not change.
  */
-export function vaeDecoderStateDictShapes(
-  cfg: VAEConfig,
-  found: (name: string) => readonly number[] | undefined = () => undefined,
-): Map<string, number[]> {
-  const out = new Map<string, number[]>();
+/**
+ * Writers of an AutoencoderKL state dict's shapes into `out`: a conv (weight [o, i, k, k] and bias), a GroupNorm,
+ * and a ResnetBlock2D (`hasShortcut` decides conv_shortcut; default: when the channel count changes).
+ */
+export function vaeShapeWriters(out: Map<string, number[]>) {
   const conv = (p: string, o: number, i: number, k: number) => {
     out.set(`${p}.weight`, [o, i, k, k]);
     out.set(`${p}.bias`, [o]);
@@ -370,13 +370,25 @@ export function vaeDecoderStateDictShapes(
     out.set(`${p}.weight`, [c]);
     out.set(`${p}.bias`, [c]);
   };
-  const resnet = (p: string, inCh: number, outCh: number) => {
+  const resnet = (p: string, inCh: number, outCh: number, hasShortcut = inCh !== outCh) => {
     norm(`${p}.norm1`, inCh);
     conv(`${p}.conv1`, outCh, inCh, 3);
     norm(`${p}.norm2`, outCh);
     conv(`${p}.conv2`, outCh, outCh, 3);
-    if (inCh !== outCh || found(`${p}.conv_shortcut.weight`)) conv(`${p}.conv_shortcut`, outCh, inCh, 1);
+    if (hasShortcut) conv(`${p}.conv_shortcut`, outCh, inCh, 1);
   };
+  return { conv, norm, resnet };
+}
+
+export function vaeDecoderStateDictShapes(
+  cfg: VAEConfig,
+  found: (name: string) => readonly number[] | undefined = () => undefined,
+): Map<string, number[]> {
+  const out = new Map<string, number[]>();
+  const w = vaeShapeWriters(out);
+  const { conv, norm } = w;
+  // A conv_shortcut present where the channel count does not change is read too.
+  const resnet = (p: string, inCh: number, outCh: number) => w.resnet(p, inCh, outCh, inCh !== outCh || !!found(`${p}.conv_shortcut.weight`));
   const channels = cfg.block_out_channels;
   const n = channels.length;
   const top = channels[n - 1]!;
