@@ -11,18 +11,7 @@
  * strings it decodes, known dtypes only, integer shapes and offsets (written as integers: not `2.0`), byte lengths that match dtype and shape, and tensor data that tiles the data buffer exactly (from 0,
  * no gaps, no overlap, no trailing bytes). Every violation is a one-line `AtedmError` naming the file and tensor.
  */
-import {
-  closeSync,
-  constants as fsConstants,
-  fstatSync,
-  openSync,
-  readSync,
-  realpathSync,
-  statSync,
-  existsSync,
-  readFileSync,
-  type Stats,
-} from "node:fs";
+import { closeSync, constants as fsConstants, fstatSync, openSync, readSync, realpathSync, statSync, readFileSync, type Stats } from "node:fs";
 import { dirname, isAbsolute, join, relative, resolve } from "node:path";
 import { AtedmError } from "../errors.js";
 import { leavesFolder, writeFileAtomic } from "./files.js";
@@ -601,13 +590,6 @@ function shardPath(index: string, name: string, shard: unknown): string {
     throw fail(`${entry} names ${q(shard)}, a symlink that resolves to ${real}, outside the index's folder`);
   }
   return p;
-}
-
-/** Find the weights file of a diffusers component folder (prefers plain safetensors, then a shard index). */
-export function findWeights(dir: string, stem: string): string {
-  const candidates = [`${stem}.safetensors`, `${stem}.safetensors.index.json`];
-  for (const c of candidates) if (existsSync(join(dir, c))) return join(dir, c);
-  throw new AtedmError(`${dir}: no ${candidates.join(" or ")} found`);
 }
 
 /** Read every tensor of a safetensors file into memory. */
