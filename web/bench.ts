@@ -8,7 +8,7 @@
  * after one warm-up run. Prints a Markdown table (docs/browser.md).
  */
 import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { cpus, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -32,6 +32,7 @@ const dist = join(tmp, "dist");
 await build({ configFile: join(repo, "web/vite.config.ts"), logLevel: "error", build: { outDir: dist } });
 const server = await serveStatic(dist);
 const browser = await launchChromium(NO_NETWORK_ARGS);
+const browserVersion = `Chromium ${browser.version()}`;
 const rows: string[] = [];
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 960 } });
@@ -69,6 +70,8 @@ try {
   await server.close();
   rmSync(tmp, { recursive: true, force: true });
 }
+console.log(`command: node --import tsx web/bench.ts ${process.argv.slice(2).join(" ")}`.trimEnd());
+console.log(`machine: ${cpus()[0]?.model.trim() ?? "unknown CPU"}, ${cpus().length} cores, node ${process.version}, ${browserVersion}`);
 console.log(`embedded model (models/shapes, 32x32, guidance 4), ${steps} steps, median s/step of steps 2..${steps} over ${repeats} runs`);
 console.log("| method | Chromium, WASM, 2 threads (s/step) | Node, 2 threads (s/step) | browser / Node |");
 console.log("|---|---|---|---|");
