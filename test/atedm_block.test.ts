@@ -17,7 +17,7 @@ import { buildAttentionBlockGraph } from "../src/models/unet.js";
 import { attentionBlocks, resolveUNetConfig, type AttentionBlockInfo, type UNetConfig } from "../src/models/unet_structure.js";
 import { Weights } from "../src/models/weights.js";
 import { AtEdm, keepInput, keepOutput, randomScoreInput, scoreOutput } from "../src/pruning/atedm.js";
-import type { MaskSharing, RecoveryVariant, ScoreVariant } from "../src/pruning/atedm_math.js";
+import { type MaskSharing, RECOVERIES, type RecoveryVariant, SCORES as SCORE_DEFS, type ScoreVariant } from "../src/pruning/atedm_math.js";
 import * as ref from "../src/pruning/atedm_reference.js";
 import { noSchedule } from "../src/pruning/schedules.js";
 import { Runtime, f32, type Tensor } from "../src/runtime/session.js";
@@ -257,6 +257,30 @@ for (const c of CASES) {
     store.close();
   });
 }
+
+test("layer 1's attention map is built explicitly only for the variants that read it", () => {
+  // The fused MultiHeadAttention kernel has no probabilities to return; an explicit map costs a Softmax node.
+  const c = CASES[1]!;
+  const { cfg, store, weights, block } = load(c);
+  try {
+    let counted = 0;
+    for (const score of Object.keys(SCORE_DEFS) as ScoreVariant[]) {
+      for (const recovery of Object.keys(RECOVERIES) as RecoveryVariant[]) {
+        const method = new AtEdm({ ratio: RATIO, schedule: noSchedule, score, recovery });
+        const g = buildAttentionBlockGraph(cfg, weights, c.path, method.runner(block), method.inputs(block), method.outputs(block));
+        const softmaxes = g.nodes.filter((n) => n.op_type === "Softmax").length;
+        const expected = (SCORE_DEFS[score].readsSelfMap || RECOVERIES[recovery].readsHeadMean ? 1 : 0) + (SCORE_DEFS[score].needsCrossMap ? 1 : 0);
+        assert.equal(softmaxes, expected, `score ${score}, recovery ${recovery}`);
+        counted++;
+      }
+    }
+    assert.ok(counted >= 6 * 5, `${counted} combinations`);
+    // atedm's default preset (random score, cosine recovery) runs layer 1 fused.
+    assert.equal(SCORE_DEFS.random.readsSelfMap || RECOVERIES.cosine.readsHeadMean, false);
+  } finally {
+    store.close();
+  }
+});
 
 test("every block-level check ran", () => {
   const variants = CASES.length * POINTS.length * VARIANTS.length; // 2 * 2 * 13 = 52

@@ -94,9 +94,15 @@ export function atedmRunner(options: Partial<AtEdmGraphOptions> = {}): Transform
     const { g, layers, block } = ctx;
     const point = resolvePruningPoint(o.pruningPoint, layers.length);
     const L1 = layers[0]!;
-    // Step 1: layer 1's self-attention on all N tokens, with explicit probabilities.
+    // Step 1: layer 1's self-attention on all N tokens, with explicit probabilities when the score or the recovery
+    // reads that map (else ONNX Runtime's fused attention: same FLOPs, less time).
     let x = ctx.tokens;
-    const a1 = L1.attn1(L1.norm1(x), { explicitProbs: true });
+    const readsMap = scoreDef.readsSelfMap || recoveryDef.readsHeadMean;
+    const a1 = L1.attn1(L1.norm1(x), { explicitProbs: readsMap });
+    const selfMap = (): Value => {
+      if (!a1.probs) throw new Error(`atedm: ${block.path}: a variant read layer 1's attention map without declaring it`);
+      return a1.probs;
+    };
     x = g.op("Add", [a1.out, x]);
     let crossProbs: Value | undefined;
     if (point === "after-layer1") {
@@ -118,13 +124,13 @@ export function atedmRunner(options: Partial<AtEdmGraphOptions> = {}): Transform
     const overhead = <T>(fn: () => T): T => g.scope("atedm", fn);
     // The head-mean map (B, 1, N, N), built on first use: only the variants that read it pay for it.
     let mean: Value | undefined;
-    const headMeanMap = (): Value => (mean ??= overhead(() => headMean(g, a1.probs!)));
+    const headMeanMap = (): Value => (mean ??= overhead(() => headMean(g, selfMap())));
 
     // Step 2: scores.
     const score = overhead(() => {
       const s = scoreDef.score({
         g,
-        probs: a1.probs!,
+        probs: selfMap,
         headMean: headMeanMap,
         crossProbs,
         x1,

@@ -92,8 +92,8 @@ export function crossGwprScore(g: GraphBuilder, crossProbs: Value): Value {
 /** What a score variant may read. */
 export interface ScoreInputs {
   g: GraphBuilder;
-  /** Layer 1's self-attention probabilities (B, h, N, N). */
-  probs: Value;
+  /** Layer 1's self-attention probabilities (B, h, N, N); built only for variants with `readsSelfMap`. */
+  probs(): Value;
   /** Their head mean (B, 1, N, N), built once per block on first use. */
   headMean(): Value;
   /** Layer 1's cross-attention probabilities (B, h, N, L); present for variants with `needsCrossMap`. */
@@ -107,6 +107,11 @@ export interface ScoreInputs {
 }
 
 export interface ScoreVariantDef {
+  /**
+   * Reads layer 1's self-attention map (per head or its head mean). Only then is that attention built with explicit
+   * probabilities; otherwise it stays ONNX Runtime's fused attention (the same FLOPs, less time and memory).
+   */
+  readsSelfMap: boolean;
   /** Reads the head-mean map (its h N^2 multiply-adds are then counted under the score). */
   readsHeadMean: boolean;
   /** Needs layer 1's cross-attention probabilities. */
@@ -122,30 +127,34 @@ export interface ScoreVariantDef {
 export const SCORES: Readonly<Record<ScoreVariant, ScoreVariantDef>> = {
   /** G-WPR on the head-mean map (default): K vector-map products. */
   gwpr: {
+    readsSelfMap: true,
     readsHeadMean: true,
     needsCrossMap: false,
     needsRandomInput: false,
     macs: (N, _heads, K) => K * N * N,
-    score: (i) => gwprScore(i.g, i.probs, i.iterations, i.damping, false, i.headMean()),
+    score: (i) => gwprScore(i.g, i.probs(), i.iterations, i.damping, false, i.headMean()),
   },
   /** G-WPR iterated per head, aggregated sqrt(mean_h s_h^2). */
   "gwpr-rms": {
+    readsSelfMap: true,
     readsHeadMean: false,
     needsCrossMap: false,
     needsRandomInput: false,
     macs: (N, heads, K) => heads * K * N * N,
-    score: (i) => gwprScore(i.g, i.probs, i.iterations, i.damping, true),
+    score: (i) => gwprScore(i.g, i.probs(), i.iterations, i.damping, true),
   },
   /** K = 1: the column mean of the head-mean map, as one product. */
   "column-mean": {
+    readsSelfMap: true,
     readsHeadMean: true,
     needsCrossMap: false,
     needsRandomInput: false,
     macs: (N) => N * N,
-    score: (i) => gwprScore(i.g, i.probs, 1, i.damping, false, i.headMean()),
+    score: (i) => gwprScore(i.g, i.probs(), 1, i.damping, false, i.headMean()),
   },
   /** Cross-attention G-WPR: element-wise products and sums (not counted, like norms); the map is the caller's. */
   "cross-gwpr": {
+    readsSelfMap: false,
     readsHeadMean: false,
     needsCrossMap: true,
     needsRandomInput: false,
@@ -154,6 +163,7 @@ export const SCORES: Readonly<Record<ScoreVariant, ScoreVariantDef>> = {
   },
   /** Seeded random scores, drawn outside the graph. */
   random: {
+    readsSelfMap: false,
     readsHeadMean: false,
     needsCrossMap: false,
     needsRandomInput: true,
@@ -162,6 +172,7 @@ export const SCORES: Readonly<Record<ScoreVariant, ScoreVariantDef>> = {
   },
   /** L2 norm of each token at the pruning point. */
   "feature-norm": {
+    readsSelfMap: false,
     readsHeadMean: false,
     needsCrossMap: false,
     needsRandomInput: false,
