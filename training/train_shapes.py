@@ -53,10 +53,17 @@ RELATIONS = ["left of", "right of", "above", "below"]
 TEMPLATE_WORDS = ["a", "at", "the", "on", "background"]
 
 
-def caption_words() -> list[str]:
-    """Every word a caption can contain, in a fixed order (the order fixes the merges and so the token ids)."""
+def caption_words(textures: bool = False) -> list[str]:
+    """Every word a caption can contain, in a fixed order (the order fixes the merges and so the token ids).
+
+    `textures` adds the textured-background words of the 64x64 scene set ("striped", "gradient", "noisy";
+    src/shapes/grammar.ts TEXTURES; their colors are object colors) last, so every earlier word keeps its token id
+    and merges. It is off by default: the embedded models/shapes tokenizer (615 tokens, BOS/EOS 613/614) is what
+    resuming or re-exporting its checkpoint must write; with textures BOS/EOS move to 626/627 (628 tokens), which
+    only a new model trained on textured scenes may use."""
     words: list[str] = []
-    for group in (TEMPLATE_WORDS, SIZES, COLORS, BACKGROUNDS, SHAPES, POSITIONS, RELATIONS):
+    extra = [["striped", "gradient", "noisy"]] if textures else []
+    for group in (TEMPLATE_WORDS, SIZES, COLORS, BACKGROUNDS, SHAPES, POSITIONS, RELATIONS, *extra):
         for phrase in group:
             for w in phrase.split():
                 if w not in words:

@@ -19,6 +19,18 @@
  *     centre (position: nearest anchor on each axis, anchors at 6.5 / 16 / 25.5).
  *  6. Relation "A left of B": B's centre is right of A's by more than max(2 px, |dy|); likewise for the others.
  *  7. Count: the number of significant blobs equals the number of caption objects.
+ *
+ * Textured backgrounds (grammar.ts): before step 1, each border pixel is projected on the segment from each texture
+ * color T to its partner P (plain backgrounds lie >= 75 away from every segment). If >= 60 % of the border lies
+ * within TEXTURE_DISTANCE of one segment, the background is that texture color. Step 2 then explains a pixel by object color c
+ * as a point of the triangle (T, P, c): p = (1 - a) (T + beta (P - T)) + a c, a and beta in [0, 1], projected by
+ * least squares; the residual and the coefficient a play the roles they play on a plain background (white, collinear
+ * with T and P, is not an object color there). The texture is read from beta over the pixels near the segment: a
+ * plane in (x, y) fitted by least squares explains >= GRADIENT_R2 of its variance: "gradient"; else the row means or
+ * the column means explain >= STRIPE_AXIS_SHARE of it: "striped"; else "noisy" (all three survive blur and noise);
+ * with a standard deviation of beta under FLAT_BETA_STD, none (a flat background of that color: `texture` null).
+ * A textured caption gets the attributes "background" (its color) and "texture"; a plain caption keeps
+ * "background", which fails on a textured image.
  */
 import { AtedmError } from "../errors.js";
 import {
@@ -28,6 +40,8 @@ import {
   PALETTE,
   POSITIONS,
   SHAPES,
+  TEXTURE_COLORS,
+  TEXTURE_PARTNER,
   parseCaption,
   type CaptionSize,
   type ObjectColor,
@@ -35,6 +49,8 @@ import {
   type Position,
   type Relation,
   type Shape,
+  type Texture,
+  type TextureColor,
 } from "./grammar.js";
 import { ANCHORS, AREA_FACTOR, BASE_SIZE, CENTROID_DY, EXTENT, coverage } from "./render.js";
 
@@ -52,6 +68,15 @@ export const MIN_BLOB_AREA = 8;
 export const SIZE_THRESHOLD = Math.sqrt(EXTENT.small * EXTENT.large);
 /** Minimum centre offset (32-pixel units) along the relation's axis. */
 export const RELATION_MIN_OFFSET = 2;
+
+/** Max RGB distance from a texture's color-partner segment for a border pixel to count as that texture. */
+export const TEXTURE_DISTANCE = 40;
+/** Standard deviation of beta under which a background of a texture color is flat (no texture). */
+export const FLAT_BETA_STD = 0.06;
+/** Share of the variance of beta a fitted plane must explain for a texture to be a gradient. */
+export const GRADIENT_R2 = 0.5;
+/** Share of the variance of beta the row means (or the column means) must explain for a texture to be striped. */
+export const STRIPE_AXIS_SHARE = 0.5;
 
 const ALL_PALETTE: PaletteColor[] = [...new Set<PaletteColor>([...COLORS, ...BACKGROUNDS])];
 
@@ -76,6 +101,8 @@ export interface Analysis {
   attributes: Record<string, boolean>;
   allCorrect: boolean;
   background: PaletteColor;
+  /** The texture seen (null: a plain background). */
+  texture: Texture | null;
   /** The blob matched to each caption object (null: no blob left to match). */
   objects: Array<DetectedObject | null>;
   /** Number of significant blobs. */
@@ -104,47 +131,59 @@ export function analyzeImage(image: Uint8Array, width: number, height: number, c
   const scale = size / BASE_SIZE;
   const n = size * size;
 
-  // 1. Background.
-  const votes = new Map<PaletteColor, number>();
+  // 1. Background (textured first, else the plain vote).
+  const border: number[] = [];
   for (let i = 0; i < n; i++) {
     const x = i % size;
     const y = (i - x) / size;
-    if (x !== 0 && y !== 0 && x !== size - 1 && y !== size - 1) continue;
-    const c = nearestPalette(image[3 * i]!, image[3 * i + 1]!, image[3 * i + 2]!);
-    votes.set(c, (votes.get(c) ?? 0) + 1);
+    if (x === 0 || y === 0 || x === size - 1 || y === size - 1) border.push(i);
   }
+  const texColor = detectTextureColor(image, border);
   let background: PaletteColor = "gray";
-  let best = -1;
-  for (const c of ALL_PALETTE) {
-    const v = votes.get(c) ?? 0;
-    if (v > best) [background, best] = [c, v];
+  if (texColor) {
+    background = texColor;
+  } else {
+    const votes = new Map<PaletteColor, number>();
+    for (const i of border) {
+      const c = nearestPalette(image[3 * i]!, image[3 * i + 1]!, image[3 * i + 2]!);
+      votes.set(c, (votes.get(c) ?? 0) + 1);
+    }
+    let best = -1;
+    for (const c of ALL_PALETTE) {
+      const v = votes.get(c) ?? 0;
+      if (v > best) [background, best] = [c, v];
+    }
   }
 
   // 2. Pixel labels.
-  const b = PALETTE[background];
-  const colorIdx = COLORS.map((_, k) => k).filter((k) => COLORS[k] !== background);
   const alpha = COLORS.map(() => new Float32Array(n));
   const resid = COLORS.map(() => new Float32Array(n));
   const label = new Int8Array(n).fill(-1);
-  for (const k of colorIdx) {
-    const c = PALETTE[COLORS[k]!];
-    const d0 = c[0] - b[0],
-      d1 = c[1] - b[1],
-      d2 = c[2] - b[2];
-    const dd = d0 * d0 + d1 * d1 + d2 * d2;
-    const al = alpha[k]!,
-      re = resid[k]!;
-    for (let i = 0; i < n; i++) {
-      const p0 = image[3 * i]! - b[0],
-        p1 = image[3 * i + 1]! - b[1],
-        p2 = image[3 * i + 2]! - b[2];
-      let a = (p0 * d0 + p1 * d1 + p2 * d2) / dd;
-      a = a < 0 ? 0 : a > 1 ? 1 : a;
-      const r0 = p0 - a * d0,
-        r1 = p1 - a * d1,
-        r2 = p2 - a * d2;
-      al[i] = a;
-      re[i] = Math.sqrt(r0 * r0 + r1 * r1 + r2 * r2);
+  const colorIdx = COLORS.map((_, k) => k).filter((k) => COLORS[k] !== background && !(texColor && COLORS[k] === "white"));
+  if (texColor) {
+    for (const k of colorIdx) triangleLabels(image, PALETTE[texColor], TEXTURE_PARTNER[texColor], PALETTE[COLORS[k]!], alpha[k]!, resid[k]!);
+  } else {
+    const b = PALETTE[background];
+    for (const k of colorIdx) {
+      const c = PALETTE[COLORS[k]!];
+      const d0 = c[0] - b[0],
+        d1 = c[1] - b[1],
+        d2 = c[2] - b[2];
+      const dd = d0 * d0 + d1 * d1 + d2 * d2;
+      const al = alpha[k]!,
+        re = resid[k]!;
+      for (let i = 0; i < n; i++) {
+        const p0 = image[3 * i]! - b[0],
+          p1 = image[3 * i + 1]! - b[1],
+          p2 = image[3 * i + 2]! - b[2];
+        let a = (p0 * d0 + p1 * d1 + p2 * d2) / dd;
+        a = a < 0 ? 0 : a > 1 ? 1 : a;
+        const r0 = p0 - a * d0,
+          r1 = p1 - a * d1,
+          r2 = p2 - a * d2;
+        al[i] = a;
+        re[i] = Math.sqrt(r0 * r0 + r1 * r1 + r2 * r2);
+      }
     }
   }
   const explainer = new Int8Array(n).fill(-1);
@@ -160,6 +199,7 @@ export function analyzeImage(image: Uint8Array, width: number, height: number, c
     explainer[i] = bestK;
     label[i] = bestK >= 0 && alpha[bestK]![i]! >= 0.5 ? bestK : -1;
   }
+  const texture = texColor ? classifyTexture(image, size, texColor) : null;
 
   // 3. Blobs.
   const minArea = MIN_BLOB_AREA * scale * scale;
@@ -189,6 +229,7 @@ export function analyzeImage(image: Uint8Array, width: number, height: number, c
     background: background === spec.background,
     count: blobs.length === spec.objects.length,
   };
+  if (spec.texture !== undefined) attributes.texture = texture === spec.texture;
   spec.objects.forEach((o, j) => {
     const d = objects[j];
     const key = `object${j + 1}`;
@@ -207,6 +248,7 @@ export function analyzeImage(image: Uint8Array, width: number, height: number, c
     attributes,
     allCorrect: Object.values(attributes).every(Boolean),
     background,
+    texture,
     objects,
     blobCount: blobs.length,
   };
@@ -224,6 +266,149 @@ function relationSeen(relation: Relation, a: DetectedObject, b: DetectedObject):
       return dy > Math.max(RELATION_MIN_OFFSET, Math.abs(dx));
     case "below":
       return -dy > Math.max(RELATION_MIN_OFFSET, Math.abs(dx));
+  }
+}
+
+/** Projection of `p` on the segment a -> b: [beta in [0, 1], distance]. */
+function segmentProjection(p0: number, p1: number, p2: number, a: readonly number[], b: readonly number[]): [number, number] {
+  const d0 = b[0]! - a[0]!,
+    d1 = b[1]! - a[1]!,
+    d2 = b[2]! - a[2]!;
+  const q0 = p0 - a[0]!,
+    q1 = p1 - a[1]!,
+    q2 = p2 - a[2]!;
+  let t = (q0 * d0 + q1 * d1 + q2 * d2) / (d0 * d0 + d1 * d1 + d2 * d2);
+  t = t < 0 ? 0 : t > 1 ? 1 : t;
+  return [t, Math.hypot(q0 - t * d0, q1 - t * d1, q2 - t * d2)];
+}
+
+/** The texture color whose color-partner segment explains the border (see the module comment), or null. */
+function detectTextureColor(image: Uint8Array, border: number[]): TextureColor | null {
+  let best: TextureColor | null = null;
+  let bestNear = 0;
+  for (const t of TEXTURE_COLORS) {
+    let near = 0;
+    for (const i of border) {
+      const [, d] = segmentProjection(image[3 * i]!, image[3 * i + 1]!, image[3 * i + 2]!, PALETTE[t], TEXTURE_PARTNER[t]);
+      if (d <= TEXTURE_DISTANCE) near++;
+    }
+    if (near >= 0.6 * border.length && near > bestNear) [best, bestNear] = [t, near];
+  }
+  return best;
+}
+
+/** Striped, gradient or noisy, from the beta of the pixels near the texture's segment (see the module comment). */
+function classifyTexture(image: Uint8Array, size: number, t: TextureColor): Texture | null {
+  const xs: number[] = [],
+    ys: number[] = [],
+    bs: number[] = [];
+  for (let i = 0; i < size * size; i++) {
+    const [b, d] = segmentProjection(image[3 * i]!, image[3 * i + 1]!, image[3 * i + 2]!, PALETTE[t], TEXTURE_PARTNER[t]);
+    if (d > TEXTURE_DISTANCE) continue;
+    const x = i % size;
+    xs.push((x + 0.5) / size - 0.5);
+    ys.push((i - x) / size / size + 0.5 / size - 0.5);
+    bs.push(b);
+  }
+  const n = bs.length;
+  if (n < 3) return null;
+  const mean = bs.reduce((p, q) => p + q, 0) / n;
+  let total = 0;
+  for (const b of bs) total += (b - mean) ** 2;
+  if (Math.sqrt(total / n) < FLAT_BETA_STD) return null;
+  // Share of the variance a plane beta ~ c0 + c1 x + c2 y explains (least squares, 3x3 normal equations).
+  const m = [0, 0, 0, 0, 0, 0, 0, 0, 0];
+  const r = [0, 0, 0];
+  for (let k = 0; k < n; k++) {
+    const v = [1, xs[k]!, ys[k]!];
+    for (let i = 0; i < 3; i++) {
+      r[i]! += v[i]! * bs[k]!;
+      for (let j = 0; j < 3; j++) m[3 * i + j]! += v[i]! * v[j]!;
+    }
+  }
+  const c = solve3(m, r);
+  let resid = 0;
+  for (let k = 0; k < n; k++) resid += (bs[k]! - (c[0]! + c[1]! * xs[k]! + c[2]! * ys[k]!)) ** 2;
+  if (1 - resid / total >= GRADIENT_R2) return "gradient";
+  // Share of the variance explained by row means, and by column means: stripes are constant along one axis.
+  const between = (key: number[]) => {
+    const sum = new Map<number, [number, number]>();
+    for (let k = 0; k < n; k++) {
+      const e = sum.get(key[k]!) ?? [0, 0];
+      e[0] += bs[k]!;
+      e[1]++;
+      sum.set(key[k]!, e);
+    }
+    let v = 0;
+    for (const [s, cnt] of sum.values()) v += cnt * (s / cnt - mean) ** 2;
+    return v / total;
+  };
+  return Math.max(between(xs), between(ys)) >= STRIPE_AXIS_SHARE ? "striped" : "noisy";
+}
+
+/** Solve the 3x3 system m c = r (Cramer's rule; zeros when singular). */
+function solve3(m: number[], r: number[]): number[] {
+  const det = (a: number[]) =>
+    a[0]! * (a[4]! * a[8]! - a[5]! * a[7]!) - a[1]! * (a[3]! * a[8]! - a[5]! * a[6]!) + a[2]! * (a[3]! * a[7]! - a[4]! * a[6]!);
+  const d = det(m);
+  if (Math.abs(d) < 1e-12) return [0, 0, 0];
+  return [0, 1, 2].map((j) => {
+    const a = m.slice();
+    for (let i = 0; i < 3; i++) a[3 * i + j] = r[i]!;
+    return det(a) / d;
+  });
+}
+
+/**
+ * For every pixel, its least-squares projection on the triangle (t, p, c) = { (1 - a)(t + beta (p - t)) + a c }:
+ * writes the coefficient a of c into `alpha` and the distance into `resid`.
+ */
+function triangleLabels(
+  image: Uint8Array,
+  t: readonly number[],
+  p: readonly number[],
+  c: readonly number[],
+  alpha: Float32Array,
+  resid: Float32Array,
+): void {
+  const e1 = [p[0]! - t[0]!, p[1]! - t[1]!, p[2]! - t[2]!];
+  const e2 = [c[0]! - t[0]!, c[1]! - t[1]!, c[2]! - t[2]!];
+  const e3 = [c[0]! - p[0]!, c[1]! - p[1]!, c[2]! - p[2]!];
+  const dot = (a: number[], b: number[]) => a[0]! * b[0]! + a[1]! * b[1]! + a[2]! * b[2]!;
+  const a11 = dot(e1, e1),
+    a12 = dot(e1, e2),
+    a22 = dot(e2, e2),
+    a33 = dot(e3, e3);
+  const det = a11 * a22 - a12 * a12;
+  const q = [0, 0, 0];
+  const dist = (u: number, v: number) =>
+    Math.hypot(q[0]! - u * e1[0]! - v * e2[0]!, q[1]! - u * e1[1]! - v * e2[1]!, q[2]! - u * e1[2]! - v * e2[2]!);
+  const clamp = (x: number) => (x < 0 ? 0 : x > 1 ? 1 : x);
+  for (let i = 0; i < alpha.length; i++) {
+    q[0] = image[3 * i]! - t[0]!;
+    q[1] = image[3 * i + 1]! - t[1]!;
+    q[2] = image[3 * i + 2]! - t[2]!;
+    const b1 = dot(q, e1),
+      b2 = dot(q, e2);
+    const u = (a22 * b1 - a12 * b2) / det,
+      v = (a11 * b2 - a12 * b1) / det;
+    if (u >= 0 && v >= 0 && u + v <= 1) {
+      alpha[i] = v;
+      resid[i] = dist(u, v);
+      continue;
+    }
+    // Closest point on the three edges: t -> p (a = 0), t -> c (beta = 0), p -> c (beta = 1).
+    const u1 = clamp(b1 / a11);
+    let bestV = 0,
+      bestR = dist(u1, 0);
+    const v2 = clamp(b2 / a22);
+    const r2 = dist(0, v2);
+    if (r2 < bestR) [bestV, bestR] = [v2, r2];
+    const s3 = clamp((dot(q, e3) - dot(e1, e3)) / a33);
+    const r3 = dist(1 - s3, s3);
+    if (r3 < bestR) [bestV, bestR] = [s3, r3];
+    alpha[i] = bestV;
+    resid[i] = bestR;
   }
 }
 

@@ -12,6 +12,17 @@
  *    caption names.
  *
  * The article is always "a" (also before "orange"): the templates are fixed strings, not English.
+ *
+ * Textured backgrounds (grammar extension for the 64x64 scene set; the sampler draws them only when asked, see
+ * `SampleOptions.textureFraction`, so plain data sets are unchanged). The background phrase "on a {background}
+ * background" may instead be one of
+ *    "on a striped {tcolor} background"   stripes of the color and its partner (horizontal or vertical)
+ *    "on a {tcolor} gradient background"  a linear ramp from the color to its partner (one of 4 directions)
+ *    "on a noisy {tcolor} background"     a random per-cell mix of the color and its partner
+ * with {tcolor} in TEXTURE_COLORS (red, green, blue). The partner is a fixed tint of the color, 60 % of the way to
+ * white (`TEXTURE_PARTNER`); stripe orientation and phase, ramp direction and the noise are drawn from the seed.
+ * Extra rules: on a textured background no object is white (white is collinear with the color and its tint) and no
+ * object has the texture's color; the two objects still differ in color.
  */
 import { AtedmError } from "../errors.js";
 import { randInt, stableHash32, type Rng } from "../util/numerics.js";
@@ -28,6 +39,12 @@ export const CAPTION_SIZES = ["small", "large"] as const;
 /** Row-major 3x3 grid: index = 3 * row + col. */
 export const POSITIONS = ["top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right"] as const;
 export const RELATIONS = ["left of", "right of", "above", "below"] as const;
+/** Background textures a caption can name (plain backgrounds name none). */
+export const TEXTURES = ["striped", "gradient", "noisy"] as const;
+/** Colors a textured background can have. */
+export const TEXTURE_COLORS = ["red", "green", "blue"] as const;
+/** Bump when the textured part of the grammar (wording, partner tints, texture geometry) changes; recorded by exports with textures. */
+export const TEXTURE_GRAMMAR_VERSION = 1;
 
 export type ObjectColor = (typeof COLORS)[number];
 export type Background = (typeof BACKGROUNDS)[number];
@@ -38,7 +55,10 @@ export type Size = CaptionSize | "medium";
 export type Position = (typeof POSITIONS)[number];
 export type Relation = (typeof RELATIONS)[number];
 export type PaletteColor = ObjectColor | Background;
-
+export type Texture = (typeof TEXTURES)[number];
+export type TextureColor = (typeof TEXTURE_COLORS)[number];
+/** The color a caption gives the background: a plain background color, or a texture color with `texture` set. */
+export type BackgroundColor = Background | TextureColor;
 /**
  * sRGB values of every color word. Chosen far apart: the closest pair (yellow/orange) is ~99 apart in RGB
  * Euclidean distance, every other pair >= 114, so nearest-color classification survives blur and noise.
@@ -54,6 +74,15 @@ export const PALETTE: Readonly<Record<PaletteColor, readonly [number, number, nu
   black: [0, 0, 0],
   gray: [128, 128, 128],
 };
+/** How far (0..1) a texture's partner is from its color towards white. */
+export const TEXTURE_TINT = 0.6;
+/** The fixed contrast partner of each texture color: the color tinted TEXTURE_TINT of the way to white (unrounded). */
+export const TEXTURE_PARTNER: Readonly<Record<TextureColor, readonly [number, number, number]>> = Object.fromEntries(
+  TEXTURE_COLORS.map((c) => {
+    const p = PALETTE[c];
+    return [c, [0, 1, 2].map((k) => p[k]! + TEXTURE_TINT * (255 - p[k]!)) as unknown as readonly [number, number, number]];
+  }),
+) as Record<TextureColor, readonly [number, number, number]>;
 
 export interface SceneObject {
   color: ObjectColor;
@@ -63,7 +92,10 @@ export interface SceneObject {
 }
 
 export interface SceneSpec {
-  background: Background;
+  /** Plain: one of BACKGROUNDS. Textured (`texture` set): one of TEXTURE_COLORS. */
+  background: BackgroundColor;
+  /** A textured background; absent for a plain one. */
+  texture?: Texture;
   /** One or two objects; for two, `objects[0]` is the caption's subject ("A" in "A left of B"). */
   objects: SceneObject[];
   /** Only for two-object scenes: how objects[0] stands relative to objects[1]. */
@@ -79,14 +111,20 @@ export function cellPosition(row: number, col: number): Position {
   return POSITIONS[3 * row + col]!;
 }
 
-/** The colors an object may have on `background`. */
-export function colorsFor(background: Background): ObjectColor[] {
-  return COLORS.filter((c) => c !== background);
+/** The colors an object may have on `background` (plain) or on a texture of color `background`. */
+export function colorsFor(background: BackgroundColor, textured = false): ObjectColor[] {
+  return COLORS.filter((c) => c !== background && !(textured && c === "white"));
 }
 
 /** The backgrounds an object (or objects) of these colors may stand on. */
 export function backgroundsFor(...colors: ObjectColor[]): Background[] {
   return BACKGROUNDS.filter((b) => !colors.includes(b as ObjectColor));
+}
+
+/** The texture colors an object (or objects) of these colors may stand on (none for a white object). */
+export function textureColorsFor(...colors: ObjectColor[]): TextureColor[] {
+  if (colors.includes("white")) return [];
+  return TEXTURE_COLORS.filter((b) => !colors.includes(b as ObjectColor));
 }
 
 /** Whether the cells of `a` and `b` satisfy "a {relation} b" with the layout rule of the grammar. */
@@ -108,13 +146,21 @@ export function relationHolds(relation: Relation, a: Position, b: Position): boo
 /** Throw an AtedmError naming the problem when `spec` is outside the grammar. */
 export function checkScene(spec: SceneSpec): void {
   const where = () => JSON.stringify(spec);
-  if (!BACKGROUNDS.includes(spec.background)) throw new AtedmError(`shapes: unknown background in ${where()}`);
+  if (spec.texture === undefined) {
+    if (!BACKGROUNDS.includes(spec.background as Background)) throw new AtedmError(`shapes: unknown background in ${where()}`);
+  } else {
+    if (!TEXTURES.includes(spec.texture)) throw new AtedmError(`shapes: unknown texture in ${where()}`);
+    if (!TEXTURE_COLORS.includes(spec.background as TextureColor)) throw new AtedmError(`shapes: unknown texture color in ${where()}`);
+  }
   for (const o of spec.objects) {
     if (!COLORS.includes(o.color)) throw new AtedmError(`shapes: unknown color '${o.color}' in ${where()}`);
     if (!SHAPES.includes(o.shape)) throw new AtedmError(`shapes: unknown shape '${o.shape}' in ${where()}`);
     if (!POSITIONS.includes(o.position)) throw new AtedmError(`shapes: unknown position '${o.position}' in ${where()}`);
     if ((o.color as string) === spec.background) {
       throw new AtedmError(`shapes: a ${o.color} object on a ${spec.background} background is outside the grammar`);
+    }
+    if (spec.texture !== undefined && o.color === "white") {
+      throw new AtedmError(`shapes: a white object on a textured background is outside the grammar`);
     }
   }
   if (spec.objects.length === 1) {
@@ -140,20 +186,45 @@ export function checkScene(spec: SceneSpec): void {
   }
 }
 
+/** The background phrase of a caption: "{color}" (plain), "striped {color}", "{color} gradient", "noisy {color}". */
+export function backgroundPhrase(background: BackgroundColor, texture?: Texture): string {
+  switch (texture) {
+    case undefined:
+      return background;
+    case "striped":
+      return `striped ${background}`;
+    case "gradient":
+      return `${background} gradient`;
+    case "noisy":
+      return `noisy ${background}`;
+  }
+}
+
 /** The caption of a scene (validated). */
 export function captionOf(spec: SceneSpec): string {
   checkScene(spec);
+  const bg = backgroundPhrase(spec.background, spec.texture);
   if (spec.objects.length === 1) {
     const o = spec.objects[0]!;
-    return `a ${o.size} ${o.color} ${o.shape} at the ${o.position} on a ${spec.background} background`;
+    return `a ${o.size} ${o.color} ${o.shape} at the ${o.position} on a ${bg} background`;
   }
   const [a, b] = spec.objects as [SceneObject, SceneObject];
-  return `a ${a.color} ${a.shape} ${spec.relation} a ${b.color} ${b.shape} on a ${spec.background} background`;
+  return `a ${a.color} ${a.shape} ${spec.relation} a ${b.color} ${b.shape} on a ${bg} background`;
 }
 
 const alt = (words: readonly string[]) => `(${words.join("|")})`;
 const ONE_RE = new RegExp(`^a ${alt(CAPTION_SIZES)} ${alt(COLORS)} ${alt(SHAPES)} at the ${alt(POSITIONS)} on a ${alt(BACKGROUNDS)} background$`);
 const TWO_RE = new RegExp(`^a ${alt(COLORS)} ${alt(SHAPES)} ${alt(RELATIONS)} a ${alt(COLORS)} ${alt(SHAPES)} on a ${alt(BACKGROUNDS)} background$`);
+/** A textured background phrase: groups (striped|noisy, color) or (color, gradient). */
+const TEX_BG = `(?:(striped|noisy) ${alt(TEXTURE_COLORS)}|${alt(TEXTURE_COLORS)} (gradient))`;
+const ONE_TEX_RE = new RegExp(`^a ${alt(CAPTION_SIZES)} ${alt(COLORS)} ${alt(SHAPES)} at the ${alt(POSITIONS)} on a ${TEX_BG} background$`);
+const TWO_TEX_RE = new RegExp(`^a ${alt(COLORS)} ${alt(SHAPES)} ${alt(RELATIONS)} a ${alt(COLORS)} ${alt(SHAPES)} on a ${TEX_BG} background$`);
+
+/** (background color, texture) from the 4 groups of TEX_BG starting at `m[i]`. */
+function texturedBackground(m: RegExpExecArray, i: number): { background: TextureColor; texture: Texture } {
+  if (m[i] !== undefined) return { texture: m[i] as Texture, background: m[i + 1] as TextureColor };
+  return { texture: m[i + 3] as Texture, background: m[i + 2] as TextureColor };
+}
 
 /** Canonical cells for a parsed two-object caption (the caption does not say where on the grid they are). */
 const CANONICAL_PAIR: Record<Relation, [Position, Position]> = {
@@ -162,6 +233,12 @@ const CANONICAL_PAIR: Record<Relation, [Position, Position]> = {
   above: ["top", "bottom"],
   below: ["bottom", "top"],
 };
+
+/** Whether a caption names a textured background (syntactically; it may still be outside the grammar). */
+export function isTexturedCaption(text: string): boolean {
+  const norm = normalizeCaption(text);
+  return ONE_TEX_RE.test(norm) || TWO_TEX_RE.test(norm);
+}
 
 /**
  * The scene a caption describes; the inverse of `captionOf`. Case and runs of whitespace are normalised; anything
@@ -172,6 +249,8 @@ export function parseCaption(text: string): SceneSpec {
   const norm = normalizeCaption(text);
   const one = ONE_RE.exec(norm);
   const two = one ? null : TWO_RE.exec(norm);
+  const oneTex = one || two ? null : ONE_TEX_RE.exec(norm);
+  const twoTex = one || two || oneTex ? null : TWO_TEX_RE.exec(norm);
   let spec: SceneSpec;
   if (one) {
     spec = {
@@ -179,16 +258,14 @@ export function parseCaption(text: string): SceneSpec {
       objects: [{ size: one[1] as CaptionSize, color: one[2] as ObjectColor, shape: one[3] as Shape, position: one[4] as Position }],
     };
   } else if (two) {
-    const relation = two[3] as Relation;
-    const [pa, pb] = CANONICAL_PAIR[relation];
+    spec = { background: two[6] as Background, ...twoObjects(two) };
+  } else if (oneTex) {
     spec = {
-      background: two[6] as Background,
-      relation,
-      objects: [
-        { color: two[1] as ObjectColor, shape: two[2] as Shape, size: "medium", position: pa },
-        { color: two[4] as ObjectColor, shape: two[5] as Shape, size: "medium", position: pb },
-      ],
+      ...texturedBackground(oneTex, 5),
+      objects: [{ size: oneTex[1] as CaptionSize, color: oneTex[2] as ObjectColor, shape: oneTex[3] as Shape, position: oneTex[4] as Position }],
     };
+  } else if (twoTex) {
+    spec = { ...texturedBackground(twoTex, 6), ...twoObjects(twoTex) };
   } else {
     throw new AtedmError(`shapes: caption outside the grammar: ${JSON.stringify(text)}`);
   }
@@ -200,16 +277,35 @@ export function parseCaption(text: string): SceneSpec {
   return spec;
 }
 
+function twoObjects(m: RegExpExecArray): { relation: Relation; objects: SceneObject[] } {
+  const relation = m[3] as Relation;
+  const [pa, pb] = CANONICAL_PAIR[relation];
+  return {
+    relation,
+    objects: [
+      { color: m[1] as ObjectColor, shape: m[2] as Shape, size: "medium", position: pa },
+      { color: m[4] as ObjectColor, shape: m[5] as Shape, size: "medium", position: pb },
+    ],
+  };
+}
+
 /**
  * Held-out split: a one-object caption is held out iff `stableHash32(caption) % 7 === 0` (237 of 1584, ~15 % of the one-object
  * space, every attribute value still present in the rest). Two-object captions are never held out. Training data
  * never contains a held-out caption, so an eval can prompt with combinations the model never saw.
+ *
+ * Textured captions follow the same rule: a one-object caption on a textured background is held out iff
+ * `stableHash32(caption) % 7 === 0` (see `HELD_OUT_RULE_TEXTURED`; 544 of the 3888 textured one-object captions),
+ * textured two-object captions are never held out. The plain part of the split is unchanged.
  */
 export const HELD_OUT_RULE = "one-object captions with stableHash32(caption) % 7 === 0 (FNV-1a 32 + fmix32 over UTF-8)";
+/** The rule as recorded by exports that include textured backgrounds. */
+export const HELD_OUT_RULE_TEXTURED =
+  "one-object captions (plain or textured background) with stableHash32(caption) % 7 === 0 (FNV-1a 32 + fmix32 over UTF-8)";
 
 export function isHeldOut(caption: string): boolean {
   const norm = normalizeCaption(caption);
-  if (!ONE_RE.test(norm)) return false;
+  if (!ONE_RE.test(norm) && !ONE_TEX_RE.test(norm)) return false;
   return stableHash32(norm) % 7 === 0;
 }
 
@@ -235,26 +331,64 @@ export function allOneObjectCaptions(): string[] {
   return out;
 }
 
+/** Every one-object caption on a textured background (3 textures * 3 colors * 6 object colors * 4 * 2 * 9 = 3888), in a fixed order. */
+export function allTexturedOneObjectCaptions(): string[] {
+  const out: string[] = [];
+  for (const texture of TEXTURES) {
+    for (const background of TEXTURE_COLORS) {
+      for (const color of colorsFor(background, true)) {
+        for (const shape of SHAPES) {
+          for (const size of CAPTION_SIZES) {
+            for (const position of POSITIONS) {
+              out.push(captionOf({ background, texture, objects: [{ color, shape, size, position }] }));
+            }
+          }
+        }
+      }
+    }
+  }
+  return out;
+}
+
 export interface SampleOptions {
   /** Probability of a two-object scene (default 0.25). */
   twoObjectFraction?: number;
   /** Resample until the caption is not held out (training data). Default false. */
   excludeHeldOut?: boolean;
+  /**
+   * Probability of a textured background (default 0: the sampler then draws exactly what it drew before textures
+   * existed, number for number).
+   */
+  textureFraction?: number;
 }
 
 /**
  * A random scene. Each attribute is uniform: color, shape, size and cell uniformly; the background uniformly among
  * those the object color(s) allow; for two objects the relation uniformly, the two colors uniformly among distinct
- * pairs, and the pair of cells uniformly among those satisfying the relation.
+ * pairs, and the pair of cells uniformly among those satisfying the relation. With `textureFraction` > 0 one extra
+ * draw first decides plain or textured; a textured scene draws its texture uniformly, the object color(s) uniformly
+ * among non-white colors, then the texture color uniformly among those the object color(s) allow.
  */
 export function sampleScene(rng: Rng, options: SampleOptions = {}): SceneSpec {
   const twoObjectFraction = options.twoObjectFraction ?? 0.25;
   if (!(twoObjectFraction >= 0 && twoObjectFraction <= 1)) {
     throw new AtedmError(`shapes: twoObjectFraction must be in [0, 1], got ${twoObjectFraction}`);
   }
-  if (rng.next() < twoObjectFraction) return sampleTwo(rng);
+  const textureFraction = options.textureFraction ?? 0;
+  if (!(textureFraction >= 0 && textureFraction <= 1)) {
+    throw new AtedmError(`shapes: textureFraction must be in [0, 1], got ${textureFraction}`);
+  }
   for (;;) {
-    const spec = sampleOne(rng);
+    const textured = textureFraction > 0 && rng.next() < textureFraction;
+    if (rng.next() < twoObjectFraction) return textured ? sampleTwoTextured(rng) : sampleTwo(rng);
+    // Plain one-object scenes resample only the scene (as before textures); textured ones start over.
+    if (!textured) {
+      for (;;) {
+        const spec = sampleOne(rng);
+        if (!(options.excludeHeldOut && isHeldOut(captionOf(spec)))) return spec;
+      }
+    }
+    const spec = sampleOneTextured(rng);
     if (!(options.excludeHeldOut && isHeldOut(captionOf(spec)))) return spec;
   }
 }
@@ -264,6 +398,19 @@ function sampleOne(rng: Rng): SceneSpec {
   const background = pick(rng, backgroundsFor(color));
   return {
     background,
+    objects: [{ color, shape: pick(rng, SHAPES), size: pick(rng, CAPTION_SIZES), position: pick(rng, POSITIONS) }],
+  };
+}
+
+const NON_WHITE: ObjectColor[] = COLORS.filter((c) => c !== "white");
+
+function sampleOneTextured(rng: Rng): SceneSpec {
+  const texture = pick(rng, TEXTURES);
+  const color = pick(rng, NON_WHITE);
+  const background = pick(rng, textureColorsFor(color));
+  return {
+    background,
+    texture,
     objects: [{ color, shape: pick(rng, SHAPES), size: pick(rng, CAPTION_SIZES), position: pick(rng, POSITIONS) }],
   };
 }
@@ -282,6 +429,22 @@ function sampleTwo(rng: Rng): SceneSpec {
     COLORS.filter((c) => c !== ca),
   );
   const background = pick(rng, backgroundsFor(ca, cb));
+  return { background, ...layoutTwo(rng, relation, ca, cb) };
+}
+
+function sampleTwoTextured(rng: Rng): SceneSpec {
+  const texture = pick(rng, TEXTURES);
+  const relation = pick(rng, RELATIONS);
+  const ca = pick(rng, NON_WHITE);
+  const cb = pick(
+    rng,
+    NON_WHITE.filter((c) => c !== ca),
+  );
+  const background = pick(rng, textureColorsFor(ca, cb));
+  return { background, texture, ...layoutTwo(rng, relation, ca, cb) };
+}
+
+function layoutTwo(rng: Rng, relation: Relation, ca: ObjectColor, cb: ObjectColor): { relation: Relation; objects: SceneObject[] } {
   const line = randInt(rng, 3);
   const [lo, hi] = pick(rng, ORDERED_PAIRS);
   const first = relation === "left of" || relation === "above" ? lo : hi;
@@ -290,7 +453,6 @@ function sampleTwo(rng: Rng): SceneSpec {
   const pa = horizontal ? cellPosition(line, first) : cellPosition(first, line);
   const pb = horizontal ? cellPosition(line, second) : cellPosition(second, line);
   return {
-    background,
     relation,
     objects: [
       { color: ca, shape: pick(rng, SHAPES), size: "medium", position: pa },

@@ -14,11 +14,16 @@
  *    0.25 (medium: neighbouring medium shapes, 9.5 apart, keep a gap >= 1 px, so no pixel mixes two objects);
  *  - each pixel averages 4x4 samples; a sample takes the color of the last object covering it, else the
  *    background, so touching objects blend correctly.
+ *  - textured backgrounds (see grammar.ts) mix the texture color T and its partner P as T + beta (P - T), rounded per
+ *    pixel: "striped" = bands STRIPE_WIDTH wide (32-pixel units, whole pixels), beta 0 / 1 alternating, horizontal or
+ *    vertical, random phase; "gradient" = beta ramping linearly 0 -> 1 across the image over pixel centres, one of 4
+ *    directions; "noisy" = beta uniform in [0, 1) per square cell NOISE_CELL wide. Those draws come after the jitter
+ *    (orientation, then phase; direction; cells row-major), so plain scenes draw exactly what they always drew.
  * Output: HWC RGB u8.
  */
 import { AtedmError } from "../errors.js";
-import { checkScene, PALETTE, positionCell, type SceneSpec, type Shape, type Size } from "./grammar.js";
-import type { Rng } from "../util/numerics.js";
+import { checkScene, PALETTE, positionCell, TEXTURE_PARTNER, type SceneSpec, type Shape, type Size, type TextureColor } from "./grammar.js";
+import { randInt, type Rng } from "../util/numerics.js";
 import { uniform } from "./rng.js";
 
 /** Reference image size the geometry constants are given in. */
@@ -26,6 +31,10 @@ export const BASE_SIZE = 32;
 export const ANCHORS = [6.5, 16, 25.5] as const;
 export const EXTENT: Readonly<Record<Size, number>> = { small: 7, medium: 8, large: 12 };
 export const JITTER: Readonly<Record<Size, number>> = { small: 1, medium: 0.25, large: 0.5 };
+/** Width of one stripe of a striped background (32-pixel units; rounded to whole pixels, at least 1). */
+export const STRIPE_WIDTH = 2;
+/** Side of one cell of a noisy background (32-pixel units; rounded to whole pixels, at least 1). */
+export const NOISE_CELL = 1;
 /** Samples per pixel along each axis. */
 export const SUPERSAMPLE = 4;
 
@@ -125,14 +134,19 @@ export function renderSceneInto(spec: SceneSpec, out: Uint8Array, offset: number
     throw new AtedmError(`shapes: output buffer too small for a ${size}x${size} image at offset ${offset}`);
   }
   checkScene(spec);
+  const placed = placeScene(spec, size, rng);
+  const bgPixels = spec.texture === undefined ? null : textureBackground(spec, size, rng);
   const bg = PALETTE[spec.background];
   const end = offset + size * size * 3;
-  for (let i = offset; i < end; i += 3) {
-    out[i] = bg[0];
-    out[i + 1] = bg[1];
-    out[i + 2] = bg[2];
+  if (bgPixels) {
+    out.set(bgPixels, offset);
+  } else {
+    for (let i = offset; i < end; i += 3) {
+      out[i] = bg[0];
+      out[i + 1] = bg[1];
+      out[i + 2] = bg[2];
+    }
   }
-  const placed = placeScene(spec, size, rng);
   const colors = spec.objects.map((o) => PALETTE[o.color]);
   const boxes = placed.map((p) => {
     const h = p.extent / 2;
@@ -185,9 +199,66 @@ export function renderSceneInto(spec: SceneSpec, out: Uint8Array, offset: number
       if (covered === 0) continue;
       const rest = nSamples - covered;
       const i = offset + (py * size + px) * 3;
+      if (bgPixels) {
+        const j = (py * size + px) * 3;
+        out[i] = Math.round((r + rest * bgPixels[j]!) / nSamples);
+        out[i + 1] = Math.round((g + rest * bgPixels[j + 1]!) / nSamples);
+        out[i + 2] = Math.round((bl + rest * bgPixels[j + 2]!) / nSamples);
+        continue;
+      }
       out[i] = Math.round((r + rest * bg[0]) / nSamples);
       out[i + 1] = Math.round((g + rest * bg[1]) / nSamples);
       out[i + 2] = Math.round((bl + rest * bg[2]) / nSamples);
     }
   }
+}
+
+/**
+ * The mix coefficient beta (0: texture color, 1: its partner) of every pixel of a textured background, row-major.
+ * Draws from `rng` as documented in the module comment; without an rng: horizontal stripes at phase 0, a left-to-right
+ * ramp, and noise from a fixed seed-free pattern (a hash of the cell).
+ */
+export function textureBeta(texture: NonNullable<SceneSpec["texture"]>, size: number, rng?: Rng): Float32Array {
+  const beta = new Float32Array(size * size);
+  const scale = size / BASE_SIZE;
+  if (texture === "striped") {
+    const w = Math.max(1, Math.round(STRIPE_WIDTH * scale));
+    const vertical = rng ? randInt(rng, 2) === 1 : false;
+    const phase = rng ? randInt(rng, 2 * w) : 0;
+    for (let y = 0; y < size; y++) {
+      for (let x = 0; x < size; x++) {
+        beta[y * size + x] = Math.floor(((vertical ? x : y) + phase) / w) % 2;
+      }
+    }
+  } else if (texture === "gradient") {
+    const dir = rng ? randInt(rng, 4) : 0;
+    for (let y = 0; y < size; y++) {
+      for (let x = 0; x < size; x++) {
+        const t = ((dir < 2 ? x : y) + 0.5) / size;
+        beta[y * size + x] = dir % 2 === 0 ? t : 1 - t;
+      }
+    }
+  } else {
+    const c = Math.max(1, Math.round(NOISE_CELL * scale));
+    const cells = Math.ceil(size / c);
+    const v = new Float32Array(cells * cells);
+    for (let i = 0; i < v.length; i++) v[i] = rng ? rng.next() : ((Math.imul(i + 1, 0x9e3779b1) >>> 0) % 1000) / 1000;
+    for (let y = 0; y < size; y++) {
+      for (let x = 0; x < size; x++) beta[y * size + x] = v[Math.floor(y / c) * cells + Math.floor(x / c)]!;
+    }
+  }
+  return beta;
+}
+
+/** The textured background of `spec` as size x size HWC RGB u8 (T + beta (P - T), rounded). */
+function textureBackground(spec: SceneSpec, size: number, rng?: Rng): Uint8Array {
+  const beta = textureBeta(spec.texture!, size, rng);
+  const t = PALETTE[spec.background];
+  const p = TEXTURE_PARTNER[spec.background as TextureColor];
+  const out = new Uint8Array(size * size * 3);
+  for (let i = 0; i < beta.length; i++) {
+    const b = beta[i]!;
+    for (let k = 0; k < 3; k++) out[3 * i + k] = Math.round(t[k]! + b * (p[k]! - t[k]!));
+  }
+  return out;
 }
