@@ -14,14 +14,13 @@ import { join } from "node:path";
 import * as ort from "onnxruntime-node";
 import { componentConfig, componentWeights } from "../src/io/diffusers.js";
 import { methodFlops, matchTomeRatio } from "../src/metrics/flops.js";
-import { buildUNetGraph } from "../src/models/unet.js";
 import { attentionBlocks, resolveUNetConfig, type UNetConfig } from "../src/models/unet_structure.js";
 import { Weights } from "../src/models/weights.js";
 import { AtEdm } from "../src/pruning/atedm.js";
 import type { PruningMethod } from "../src/models/pruning_hook.js";
 import { Tome } from "../src/pruning/tome_method.js";
-import { Runtime, type Session, type Tensor } from "../src/runtime/session.js";
-import { arg, loadConfig, machine, median, ROOT, syntheticWeights, table, unetFeeds } from "./common.js";
+import { Runtime, type Tensor } from "../src/runtime/session.js";
+import { arg, loadConfig, machine, median, methodSession, ROOT, syntheticWeights, table, unetFeeds } from "./common.js";
 
 const runs = Number(arg("runs", "5"));
 const sdxlRuns = Number(arg("sdxl-runs", "3"));
@@ -29,18 +28,6 @@ const threads = Number(arg("threads", String(availableParallelism())));
 const only = new Set((arg("only", "tiny,sd15,sdxl") ?? "").split(","));
 const rows: Array<Record<string, string | number>> = [];
 const STEP = { step: 0, steps: 1 };
-
-/** A session for the U-Net under `method` (every block it prunes at STEP), optionally profiled. */
-async function session(rt: Runtime, cfg: UNetConfig, weights: Weights, method: PruningMethod | null): Promise<Session> {
-  const blocks = attentionBlocks(cfg).filter((b) => method && method.ratio(b, STEP) > 0);
-  const set = new Set(blocks.map((b) => b.path));
-  return rt.session(
-    buildUNetGraph(cfg, weights, {
-      runners: (b) => (method && set.has(b.path) ? method.runner(b) : undefined),
-      extraInputs: method ? blocks.flatMap((b) => method.inputs(b)) : [],
-    }),
-  );
-}
 
 function methodFeeds(cfg: UNetConfig, method: PruningMethod | null, h: number, w: number): Record<string, Tensor> {
   const feeds: Record<string, Tensor> = {};
@@ -84,7 +71,7 @@ async function benchModel(label: string, cfg: UNetConfig, weights: Weights, h: n
     const profileDir = mkdtempSync(join(tmpdir(), "atedm-prof-"));
     const defaults = rt.sessionOptions.bind(rt);
     rt.sessionOptions = () => ({ ...defaults(), enableProfiling: true, profileFilePrefix: join(profileDir, "p") });
-    const s = await session(rt, cfg, weights, method);
+    const s = await methodSession(rt, cfg, weights, method, STEP);
     const all = { ...feeds, ...methodFeeds(cfg, method, h, w) };
     await s.run(all);
     const times: number[] = [];

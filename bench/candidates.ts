@@ -20,14 +20,13 @@ import { availableParallelism, loadavg, tmpdir } from "node:os";
 import { basename, join } from "node:path";
 import { methodFlops } from "../src/metrics/flops.js";
 import type { PruningMethod, TransformerRunner } from "../src/models/pruning_hook.js";
-import { buildUNetGraph } from "../src/models/unet.js";
 import { attentionBlocks, resolveUNetConfig, type UNetConfig } from "../src/models/unet_structure.js";
 import { SyntheticWeightStore, unetStateDictShapes } from "../src/models/unet_weights.js";
 import { buildVAEDecoderGraph, resolveVAEConfig, vaeDecoderStateDictShapes } from "../src/models/vae.js";
 import { Weights } from "../src/models/weights.js";
 import { AtEdm } from "../src/pruning/atedm.js";
 import { f32, Runtime, type Session, type Tensor } from "../src/runtime/session.js";
-import { arg, machine, median, table, unetFeeds } from "./common.js";
+import { arg, machine, median, methodSession, table, unetFeeds } from "./common.js";
 
 const configs = (arg("config") ?? "").split(",").filter(Boolean);
 if (configs.length === 0) throw new Error("give --config FILE[,FILE...]");
@@ -67,24 +66,13 @@ function methodFeeds(cfg: UNetConfig, method: PruningMethod | null, h: number, w
   return feeds;
 }
 
-async function unetSession(rt: Runtime, cfg: UNetConfig, weights: Weights, method: PruningMethod | null): Promise<Session> {
-  const blocks = attentionBlocks(cfg).filter((b) => method && method.ratio(b, STEP) > 0);
-  const set = new Set(blocks.map((b) => b.path));
-  return rt.session(
-    buildUNetGraph(cfg, weights, {
-      runners: (b) => (method && set.has(b.path) ? method.runner(b) : undefined),
-      extraInputs: method ? blocks.flatMap((b) => method.inputs(b)) : [],
-    }),
-  );
-}
-
 /** One profiled run (after a warm-up) of a fresh session: total, time under the atedm scope, top op types. */
 async function profiled(cfg: UNetConfig, weights: Weights, method: PruningMethod | null, feeds: Record<string, Tensor>) {
   const dir = mkdtempSync(join(tmpdir(), "atedm-cand-"));
   const rt = new Runtime({ threads });
   const base = rt.sessionOptions.bind(rt);
   rt.sessionOptions = () => ({ ...base(), enableProfiling: true, profileFilePrefix: join(dir, "p") });
-  const s = await unetSession(rt, cfg, weights, method);
+  const s = await methodSession(rt, cfg, weights, method, STEP);
   await s.run(feeds);
   await s.run(feeds);
   (s.inner as unknown as { endProfiling(): void }).endProfiling();
@@ -125,7 +113,7 @@ for (const file of configs) {
   const rt = new Runtime({ threads });
   const sessions: Array<{ label: string; s: Session; feeds: Record<string, Tensor>; times: number[] }> = [];
   for (const [label, m] of methods) {
-    const s = await unetSession(rt, cfg, weights, m);
+    const s = await methodSession(rt, cfg, weights, m, STEP);
     const all = { ...feeds, ...methodFeeds(cfg, m, h, w) };
     await s.run(all);
     sessions.push({ label, s, feeds: all, times: [] });

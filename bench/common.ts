@@ -11,10 +11,13 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import * as ort from "onnxruntime-node";
 import { WeightStore } from "../src/io/safetensors.js";
-import { resolveUNetConfig, type UNetConfig } from "../src/models/unet_structure.js";
+import type { PruningMethod, StepInfo } from "../src/models/pruning_hook.js";
+import { buildUNetGraph } from "../src/models/unet.js";
+import { attentionBlocks, resolveUNetConfig, type UNetConfig } from "../src/models/unet_structure.js";
+
 import { unetStateDictShapes, writeSyntheticSafetensors } from "../src/models/unet_weights.js";
 import { Weights } from "../src/models/weights.js";
-import { f32, type Session, type Tensor } from "../src/runtime/session.js";
+import { f32, type Runtime, type Session, type Tensor } from "../src/runtime/session.js";
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..");
 
@@ -136,4 +139,16 @@ export function table(rows: Array<Record<string, string | number>>): string {
 export function arg(name: string, fallback?: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 ? process.argv[i + 1] : fallback;
+}
+
+/** A session for the U-Net under `method`: every block it prunes at `at` runs its runner, the rest are dense. */
+export async function methodSession(rt: Runtime, cfg: UNetConfig, weights: Weights, method: PruningMethod | null, at: StepInfo): Promise<Session> {
+  const blocks = attentionBlocks(cfg).filter((b) => method && method.ratio(b, at) > 0);
+  const set = new Set(blocks.map((b) => b.path));
+  return rt.session(
+    buildUNetGraph(cfg, weights, {
+      runners: (b) => (method && set.has(b.path) ? method.runner(b) : undefined),
+      extraInputs: method ? blocks.flatMap((b) => method.inputs(b)) : [],
+    }),
+  );
 }
