@@ -204,7 +204,7 @@ def check_tokenizer(tok, words: list[str]) -> None:
 # --------------------------------------------------------------------------------------------------------------------
 # Data
 # --------------------------------------------------------------------------------------------------------------------
-def load_dataset(data_dir: str) -> tuple[torch.Tensor, list[str]]:
+def load_dataset(data_dir: str, textures: bool = False) -> tuple[torch.Tensor, list[str]]:
     from safetensors.torch import load_file
 
     path = os.path.join(data_dir, "shapes.safetensors")
@@ -217,16 +217,27 @@ def load_dataset(data_dir: str) -> tuple[torch.Tensor, list[str]]:
     images = load_file(path)["images"]
     with open(cap_path, encoding="utf-8") as f:
         captions = json.load(f)
-    if images.dtype != torch.uint8 or images.ndim != 4 or tuple(images.shape[1:]) != (32, 32, 3):
-        raise SystemExit(f"{path}: expected images U8 [N, 32, 32, 3], got {images.dtype} {list(images.shape)}")
+    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != images.shape[2] or images.shape[3] != 3:
+        raise SystemExit(f"{path}: expected square images U8 [N, S, S, 3], got {images.dtype} {list(images.shape)}")
     if not isinstance(captions, list) or len(captions) != images.shape[0]:
         raise SystemExit(f"{cap_path}: expected a JSON array of {images.shape[0]} captions")
-    vocab = set(caption_words())
+    vocab = set(caption_words(textures))
     for c in set(captions):
         unknown = [w for w in c.split() if w not in vocab]
         if unknown:
             raise SystemExit(f"caption outside the vocabulary: {c!r} (unknown words {unknown})")
     return images, captions
+
+
+def data_size(data_dir: str) -> int:
+    """The side of the data set's square images (32, or 64 for `export-shapes --size 64`), from its header only."""
+    from safetensors import safe_open
+
+    path = os.path.join(data_dir, "shapes.safetensors")
+    if not os.path.exists(path):
+        return 32  # load_dataset says what is missing
+    with safe_open(path, "pt") as f:
+        return int(f.get_slice("images").get_shape()[1])
 
 
 def tokenize_all(tok, captions: list[str]) -> torch.Tensor:
@@ -286,10 +297,14 @@ PRESETS = {
     "s": dict(channels=[32, 64, 128], layers_per_block=1, transformer_layers=2, heads=4, text_hidden=128, text_layers=3, text_heads=4),
     "m": dict(channels=[32, 64, 160], layers_per_block=1, transformer_layers=2, heads=4, text_hidden=128, text_layers=3, text_heads=4),
     "l": dict(channels=[32, 64, 128], layers_per_block=2, transformer_layers=2, heads=4, text_hidden=128, text_layers=3, text_heads=4),
+    # The SD-XL-shaped model of issue 13 (candidate F of docs/sdxl-shapes-design.md, training/configs/sdxl_shapes_unet.json):
+    # 64x64 data (export-shapes --size 64), no attention at 64x64, depth 2 at 32x32, depth 10 at 16x16 and in the mid block.
+    "xl": dict(channels=[16, 64, 128], layers_per_block=1, transformer_layers=[1, 2, 10], heads=[1, 2, 4], text_hidden=128, text_layers=3,
+               text_heads=4),
 }
 
 
-def model_config(args, vocab: dict[str, int]) -> dict:
+def model_config(args, vocab: dict[str, int], size: int = 32) -> dict:
     p = dict(PRESETS[args.preset])
     for k in ("layers_per_block", "transformer_layers", "heads", "text_hidden", "text_layers", "text_heads"):
         v = getattr(args, k)
@@ -298,7 +313,7 @@ def model_config(args, vocab: dict[str, int]) -> dict:
     if args.channels:
         p["channels"] = [int(c) for c in args.channels.split(",")]
     unet = dict(
-        sample_size=32,
+        sample_size=size,
         in_channels=3 + args.coord_channels,
         out_channels=3,
         down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
@@ -490,9 +505,11 @@ def train(args) -> None:
         raise SystemExit(f"--max-length must be in [2, {TEXT_POSITIONS}], got {MODEL_MAX_LENGTH}")
 
     tok_dir = os.path.join(args.ckpt_dir, "tokenizer")
-    vocab = write_tokenizer(tok_dir)
+    # The texture words (64x64 textured scenes) change the token ids: a checkpoint keeps the vocabulary it began with.
+    textures = bool(ckpt["args"].get("textures", False)) if ckpt else args.textures
+    vocab = write_tokenizer(tok_dir, caption_words(textures))
     tok = load_tokenizer(tok_dir)
-    check_tokenizer(tok, caption_words())
+    check_tokenizer(tok, caption_words(textures))
     if ckpt is not None:
         # Checkpoints written before --prediction-type existed were epsilon runs.
         SCHEDULE["prediction_type"] = ckpt["args"].get("prediction_type", "epsilon")
@@ -509,8 +526,9 @@ def train(args) -> None:
     if args.resume and ckpt is None:
         print(f"--resume: no checkpoint in {args.ckpt_dir}, starting fresh", flush=True)
 
-    cfg = ckpt["model_config"] if ckpt else model_config(args, vocab)
-    if ckpt and ckpt["model_config"] != model_config(args, vocab):
+    size = ckpt["model_config"]["unet"]["sample_size"] if ckpt else data_size(args.data)
+    cfg = ckpt["model_config"] if ckpt else model_config(args, vocab, size)
+    if ckpt and ckpt["model_config"] != model_config(args, vocab, size):
         print("note: resuming with the checkpoint's model config (command-line model flags ignored)", flush=True)
     if ckpt is not None and ckpt.get("light"):
         raise SystemExit(f"{ckpts[-1]} holds only EMA weights (a --weights-out file): it can be exported or used with "
@@ -533,7 +551,9 @@ def train(args) -> None:
         flush=True,
     )
 
-    images, captions = load_dataset(args.data)
+    images, captions = load_dataset(args.data, textures)
+    if images.shape[1] != cfg["unet"]["sample_size"]:
+        raise SystemExit(f"{args.data}: {images.shape[1]}x{images.shape[1]} images, the model's sample_size is {cfg['unet']['sample_size']}")
     ids = tokenize_all(tok, captions)
     # --omit-size-frac: the same captions without their size word (one-object captions only; two-object captions
     # name no size). The rows of two-object captions are left as they are and never picked.
@@ -852,11 +872,12 @@ def verify_export(folder: str, unet, text) -> None:
     u2 = UNet2DConditionModel.from_pretrained(os.path.join(folder, "unet"), torch_dtype=torch.float32).eval()
     t2 = CLIPTextModel.from_pretrained(os.path.join(folder, "text_encoder"), torch_dtype=torch.float32).eval()
     tok = load_tokenizer(os.path.join(folder, "tokenizer"))
-    check_tokenizer(tok, caption_words())
+    check_tokenizer(tok, caption_words(textures="striped</w>" in tok.get_vocab()))
     g = torch.Generator().manual_seed(0)
     ids = tok(["a small red circle at the top left on a white background"], padding="max_length",
               max_length=MODEL_MAX_LENGTH, return_tensors="pt")["input_ids"]
-    x = unet_input(torch.randn(1, 3, 32, 32, generator=g), u2.config.in_channels - u2.config.out_channels)
+    side = u2.config.sample_size
+    x = unet_input(torch.randn(1, 3, side, side, generator=g), u2.config.in_channels - u2.config.out_channels)
     with torch.inference_mode():
         ref_c = text.float()(ids)[0]
         ref = unet.float()(x, torch.tensor([500]), encoder_hidden_states=ref_c).sample
@@ -917,6 +938,9 @@ def main(argv=None) -> None:
     ap.add_argument("--weights-out", help="also write the EMA weights alone (float16, ~13 MB) to this file at every "
                                           "checkpoint interval and at the end; exportable, usable with --init-from")
     ap.add_argument("--preset", choices=sorted(PRESETS), default="s")
+    ap.add_argument("--textures", action="store_true",
+                    help="vocabulary with the textured-background words (striped, gradient, noisy): for data exported with "
+                         "export-shapes --textures (the SD-XL-shaped model, preset xl); a resumed run keeps its checkpoint's")
     ap.add_argument("--channels", help="UNet block_out_channels, e.g. 32,64,128 (overrides the preset)")
     ap.add_argument("--layers-per-block", type=int)
     ap.add_argument("--transformer-layers", type=int)
