@@ -560,6 +560,126 @@ export function sigmaSamplerTimesteps(spacing: TimestepSpacing, N: number, n: nu
   return npArange(N, 0, -(N / n)).map((t) => f32(roundHalfEven(t) - 1));
 }
 
+/**
+ * The integer timesteps of DDIM and PNDM, high to low: linspace (rounded), leading (stride N // n, + steps_offset)
+ * or trailing (numpy's float arange, so some n give n + 1 steps, ending at timestep -1), as in diffusers.
+ */
+export function integerTimesteps(spacing: TimestepSpacing, N: number, n: number, stepsOffset: number): number[] {
+  if (spacing === "linspace")
+    return npLinspace(0, N - 1, n)
+      .map(roundHalfEven)
+      .reverse();
+  if (spacing === "leading") {
+    const ratio = Math.floor(N / n);
+    return Array.from({ length: n }, (_, i) => i * ratio + stepsOffset).reverse();
+  }
+  return npArange(N, 0, -(N / n)).map((t) => roundHalfEven(t) - 1);
+}
+
+/**
+ * The integer timesteps of the multistep solvers (DPM-Solver, UniPC), high to low: n + 1 points up to `last`
+ * (N, or less where `lambda_min_clipped` cuts the noisy end) with the last dropped for linspace and leading; trailing
+ * steps by N / n from `last` (numpy's float arange, so some n give n + 1 steps, ending at timestep -1).
+ */
+export function multistepTimesteps(spacing: TimestepSpacing, last: number, N: number, n: number, stepsOffset: number): number[] {
+  if (spacing === "linspace")
+    return npLinspace(0, last - 1, n + 1)
+      .map(roundHalfEven)
+      .reverse()
+      .slice(0, n);
+  if (spacing === "leading") {
+    const ratio = Math.floor(last / (n + 1));
+    return Array.from({ length: n + 1 }, (_, i) => i * ratio)
+      .reverse()
+      .slice(0, n)
+      .map((t) => t + stepsOffset);
+  }
+  return npArange(last, 0, -(N / n)).map((t) => roundHalfEven(t) - 1);
+}
+
+/** `init_noise_sigma` of the sigma samplers: the largest sigma, or sqrt(max^2 + 1) for leading spacing (float32). */
+export function sigmaInitNoise(sigmas: readonly number[], spacing: TimestepSpacing): number {
+  const maxSigma = sigmas.reduce((m, s) => Math.max(m, s), -Infinity);
+  return spacing === "leading" ? f32(Math.sqrt(f32(f32(maxSigma * maxSigma) + 1))) : maxSigma;
+}
+
+/**
+ * The x0 estimate ("denoised") of the sigma samplers (Euler, Euler ancestral, LMS: x = x0 + sigma eps): epsilon
+ * x - sigma eps; v_prediction v c_out + x c_skip with c_out = -sigma / sqrt(sigma^2 + 1), c_skip = 1 / (sigma^2 + 1);
+ * sample as given. float32 as torch computes it.
+ */
+export function sigmaX0(prediction: PredictionType, modelOutput: Float32Array, sample: Float32Array, sigma: number): Float32Array {
+  const x0 = new Float32Array(sample.length);
+  switch (prediction) {
+    case "epsilon":
+      for (let j = 0; j < x0.length; j++) x0[j] = sample[j]! - f32(sigma * modelOutput[j]!);
+      break;
+    case "v_prediction": {
+      const s2p1 = f32(f32(sigma * sigma) + 1);
+      const cOut = f32(-sigma / f32(Math.sqrt(s2p1)));
+      for (let j = 0; j < x0.length; j++) x0[j] = f32(modelOutput[j]! * cOut) + f32(sample[j]! / s2p1);
+      break;
+    }
+    case "sample":
+    case "original_sample":
+      x0.set(modelOutput);
+      break;
+  }
+  return x0;
+}
+
+/**
+ * The x0 estimate of the alpha/sigma parametrization (DDIM, DPM-Solver, UniPC: x = alpha x0 + sigma eps): epsilon
+ * (x - sigma eps) / alpha; v_prediction alpha x - sigma v; sample as given. float32 as torch computes it.
+ */
+export function alphaSigmaX0(
+  prediction: PredictionType,
+  modelOutput: Float32Array,
+  sample: Float32Array,
+  alpha: number,
+  sigma: number,
+): Float32Array {
+  const x0 = new Float32Array(sample.length);
+  switch (prediction) {
+    case "epsilon":
+      for (let j = 0; j < x0.length; j++) x0[j] = f32(sample[j]! - f32(sigma * modelOutput[j]!)) / alpha;
+      break;
+    case "v_prediction":
+      for (let j = 0; j < x0.length; j++) x0[j] = f32(alpha * sample[j]!) - f32(sigma * modelOutput[j]!);
+      break;
+    case "sample":
+    case "original_sample":
+      x0.set(modelOutput);
+      break;
+  }
+  return x0;
+}
+
+/** The noise estimate of the same parametrization: epsilon as given; v_prediction alpha v + sigma x; sample (x - alpha x0) / sigma. */
+export function alphaSigmaEps(
+  prediction: PredictionType,
+  modelOutput: Float32Array,
+  sample: Float32Array,
+  alpha: number,
+  sigma: number,
+  x0: Float32Array,
+): Float32Array {
+  const eps = new Float32Array(sample.length);
+  switch (prediction) {
+    case "epsilon":
+      eps.set(modelOutput);
+      break;
+    case "v_prediction":
+      for (let j = 0; j < eps.length; j++) eps[j] = f32(alpha * modelOutput[j]!) + f32(sigma * sample[j]!);
+      break;
+    case "sample":
+    case "original_sample":
+      for (let j = 0; j < eps.length; j++) eps[j] = f32(sample[j]! - f32(alpha * x0[j]!)) / sigma;
+      break;
+  }
+  return eps;
+}
+
 /** `alphas_cumprod[t]` with Python indexing (t = -1 reads the last entry); an AtedmError outside [-N, N). */
 export function alphaCumprodAt(className: string, acp: Float32Array, t: number): number {
   const N = acp.length;

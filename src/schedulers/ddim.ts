@@ -24,15 +24,15 @@ import {
   checkNumSteps,
   checkStepArgs,
   makeAlphasCumprod,
-  npArange,
-  npLinspace,
   resolveConfig,
-  roundHalfEven,
   unsupported,
   type RawSchedulerConfig,
   type Scheduler,
   type SchedulerConfig,
   type StepOutput,
+  integerTimesteps,
+  alphaSigmaX0,
+  alphaSigmaEps,
 } from "./common.js";
 
 const f32 = Math.fround;
@@ -80,17 +80,7 @@ export class DDIMScheduler implements Scheduler {
     const N = c.num_train_timesteps;
     checkNumSteps(this.className, n, N);
     this.numInferenceSteps = n;
-    if (c.timestep_spacing === "linspace") {
-      this.timesteps = npLinspace(0, N - 1, n)
-        .map(roundHalfEven)
-        .reverse();
-    } else if (c.timestep_spacing === "leading") {
-      const ratio = Math.floor(N / n);
-      this.timesteps = Array.from({ length: n }, (_, i) => i * ratio + c.steps_offset).reverse();
-    } else {
-      // trailing: numpy's float arange, so some n give n + 1 steps (ending at timestep -1), as in diffusers.
-      this.timesteps = npArange(N, 0, -(N / n)).map((t) => roundHalfEven(t) - 1);
-    }
+    this.timesteps = integerTimesteps(c.timestep_spacing, N, n, c.steps_offset);
   }
 
   /** DDIM does not scale the UNet input: returns a copy. */
@@ -109,27 +99,10 @@ export class DDIMScheduler implements Scheduler {
     const sqrtAlpha = f32(Math.sqrt(alphaProdT));
     const sqrtBeta = f32(Math.sqrt(f32(1 - alphaProdT)));
 
-    // 1. x0 and eps from the model output.
+    // 1. x0 and eps from the model output (alpha = sqrt(a_t), sigma = sqrt(1 - a_t)).
     const n = sample.length;
-    const x0 = new Float32Array(n);
-    const eps = new Float32Array(n);
-    switch (c.prediction_type) {
-      case "epsilon":
-        for (let j = 0; j < n; j++) x0[j] = f32(sample[j]! - f32(sqrtBeta * modelOutput[j]!)) / sqrtAlpha;
-        eps.set(modelOutput);
-        break;
-      case "v_prediction":
-        for (let j = 0; j < n; j++) {
-          x0[j] = f32(sqrtAlpha * sample[j]!) - f32(sqrtBeta * modelOutput[j]!);
-          eps[j] = f32(sqrtAlpha * modelOutput[j]!) + f32(sqrtBeta * sample[j]!);
-        }
-        break;
-      case "sample":
-      case "original_sample":
-        x0.set(modelOutput);
-        for (let j = 0; j < n; j++) eps[j] = f32(sample[j]! - f32(sqrtAlpha * x0[j]!)) / sqrtBeta;
-        break;
-    }
+    const x0 = alphaSigmaX0(c.prediction_type, modelOutput, sample, sqrtAlpha, sqrtBeta);
+    const eps = alphaSigmaEps(c.prediction_type, modelOutput, sample, sqrtAlpha, sqrtBeta, x0);
 
     // 2. Optional clipping of x0 (eps is not re-derived: diffusers' use_clipped_model_output defaults to false).
     if (c.clip_sample) {

@@ -38,8 +38,6 @@ import {
   karrasSigmas,
   logF32,
   makeAlphasCumprod,
-  npArange,
-  npLinspace,
   resolveConfig,
   roundHalfEven,
   sigmaToT,
@@ -50,6 +48,8 @@ import {
   type Scheduler,
   type SchedulerConfig,
   type StepOutput,
+  multistepTimesteps,
+  alphaSigmaX0,
 } from "./common.js";
 
 const f32 = Math.fround;
@@ -117,22 +117,7 @@ export class DPMSolverMultistepScheduler implements Scheduler {
 
     // 1. Integer timesteps, high to low, up to last_timestep (N unless lambda_min_clipped cuts the noisy end).
     const last = N - this.clippedIndex();
-    let timesteps: number[];
-    if (c.timestep_spacing === "linspace") {
-      timesteps = npLinspace(0, last - 1, n + 1)
-        .map(roundHalfEven)
-        .reverse()
-        .slice(0, n);
-    } else if (c.timestep_spacing === "leading") {
-      const ratio = Math.floor(last / (n + 1));
-      timesteps = Array.from({ length: n + 1 }, (_, i) => i * ratio)
-        .reverse()
-        .slice(0, n)
-        .map((t) => t + c.steps_offset);
-    } else {
-      // trailing: numpy's float arange, so some n give n + 1 steps (ending at timestep -1), as in diffusers.
-      timesteps = npArange(last, 0, -(N / n)).map((t) => roundHalfEven(t) - 1);
-    }
+    let timesteps = multistepTimesteps(c.timestep_spacing, last, N, n, c.steps_offset);
 
     // 2. Sigmas (float64 like numpy, stored as float32).
     let sigmas: number[];
@@ -188,20 +173,7 @@ export class DPMSolverMultistepScheduler implements Scheduler {
   /** `convert_model_output` for dpmsolver++: the x0 (data) prediction. */
   private convertModelOutput(modelOutput: Float32Array, stepIndex: number, sample: Float32Array): Float32Array {
     const { alpha, sigma } = alphaSigmaLambda(this.sigmas[stepIndex]!);
-    const x0 = new Float32Array(sample.length);
-    switch (this.config.prediction_type) {
-      case "epsilon":
-        for (let j = 0; j < x0.length; j++) x0[j] = f32(sample[j]! - f32(sigma * modelOutput[j]!)) / alpha;
-        break;
-      case "v_prediction":
-        for (let j = 0; j < x0.length; j++) x0[j] = f32(alpha * sample[j]!) - f32(sigma * modelOutput[j]!);
-        break;
-      case "sample":
-      case "original_sample":
-        x0.set(modelOutput);
-        break;
-    }
-    return x0;
+    return alphaSigmaX0(this.config.prediction_type, modelOutput, sample, alpha, sigma);
   }
 
   /** `dpm_solver_first_order_update` (dpmsolver++): from sigmas[i] to sigmas[i + 1] with the current x0 only. */

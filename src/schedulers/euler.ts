@@ -6,7 +6,7 @@
  * sigma(t) = sqrt((1 - alphas_cumprod[t]) / alphas_cumprod[t])). Per step i:
  *
  *   UNet input  = x / sqrt(sigma_i^2 + 1)                (scaleModelInput; the UNet also gets timesteps[i])
- *   x0          = x - sigma_i * eps                       (epsilon; see `predictOriginal` for v / sample)
+ *   x0          = x - sigma_i * eps                       (epsilon; see `sigmaX0` in common.ts for v / sample)
  *   d           = (x - x0) / sigma_i                      (the ODE derivative dx/dsigma)
  *   x'          = x + d * (sigma_{i+1} - sigma_i)
  *
@@ -24,10 +24,7 @@ import {
   karrasSigmas,
   logF32,
   makeAlphasCumprod,
-  npArange,
-  npLinspace,
   resolveConfig,
-  roundHalfEven,
   sigmaToT,
   sigmasFromAlphasCumprod,
   unsupported,
@@ -35,6 +32,9 @@ import {
   type Scheduler,
   type SchedulerConfig,
   type StepOutput,
+  sigmaSamplerTimesteps,
+  sigmaInitNoise,
+  sigmaX0,
 } from "./common.js";
 
 const f32 = Math.fround;
@@ -90,18 +90,7 @@ export class EulerDiscreteScheduler implements Scheduler {
     checkNumSteps(this.className, n, N);
 
     // 1. Timesteps (float32 values, possibly fractional for linspace).
-    let timesteps: number[];
-    if (c.timestep_spacing === "linspace") {
-      timesteps = npLinspace(0, N - 1, n)
-        .map(f32)
-        .reverse();
-    } else if (c.timestep_spacing === "leading") {
-      const ratio = Math.floor(N / n);
-      timesteps = Array.from({ length: n }, (_, i) => f32(roundHalfEven(i * ratio) + c.steps_offset)).reverse();
-    } else {
-      // trailing: numpy's float arange, so some n give n + 1 steps (ending at timestep -1), as in diffusers.
-      timesteps = npArange(N, 0, -(N / n)).map((t) => f32(roundHalfEven(t) - 1));
-    }
+    let timesteps = sigmaSamplerTimesteps(c.timestep_spacing, N, n, c.steps_offset);
 
     // 2. Sigmas at those timesteps (numpy float64 interpolation of the float32 training sigmas).
     let sigmas = timesteps.map((t) => interpAtIndex(t, this.trainSigmas));
@@ -118,8 +107,7 @@ export class EulerDiscreteScheduler implements Scheduler {
     this.timesteps = timesteps;
 
     // 3. init_noise_sigma: max sigma for linspace/trailing, sqrt(max^2 + 1) for leading (float32).
-    const maxSigma = this.sigmas.reduce((m, s) => Math.max(m, s), -Infinity);
-    this.initNoiseSigma = c.timestep_spacing === "leading" ? f32(Math.sqrt(f32(f32(maxSigma * maxSigma) + 1))) : maxSigma;
+    this.initNoiseSigma = sigmaInitNoise(this.sigmas, c.timestep_spacing);
   }
 
   /** `scale_model_input`: x / sqrt(sigma^2 + 1), so the UNet sees unit-variance input. */
@@ -137,34 +125,12 @@ export class EulerDiscreteScheduler implements Scheduler {
     checkStepArgs(this.className, this.timesteps.length, stepIndex, modelOutput, sample);
     const sigma = this.sigmas[stepIndex]!;
     const dt = f32(this.sigmas[stepIndex + 1]! - sigma);
-    const x0 = this.predictOriginal(modelOutput, sigma, sample);
+    const x0 = sigmaX0(this.config.prediction_type, modelOutput, sample, sigma);
     const prev = new Float32Array(sample.length);
     for (let j = 0; j < sample.length; j++) {
       const derivative = f32(f32(sample[j]! - x0[j]!) / sigma);
       prev[j] = sample[j]! + f32(derivative * dt);
     }
     return { prevSample: prev, predOriginalSample: x0 };
-  }
-
-  /** The x0 estimate ("denoised") from the model output, per prediction type. */
-  private predictOriginal(modelOutput: Float32Array, sigma: number, sample: Float32Array): Float32Array {
-    const x0 = new Float32Array(sample.length);
-    switch (this.config.prediction_type) {
-      case "epsilon":
-        for (let j = 0; j < x0.length; j++) x0[j] = sample[j]! - f32(sigma * modelOutput[j]!);
-        break;
-      case "v_prediction": {
-        // x0 = v * c_out + x * c_skip with c_out = -sigma / sqrt(sigma^2 + 1), c_skip = 1 / (sigma^2 + 1).
-        const s2p1 = f32(f32(sigma * sigma) + 1);
-        const cOut = f32(-sigma / f32(Math.sqrt(s2p1)));
-        for (let j = 0; j < x0.length; j++) x0[j] = f32(modelOutput[j]! * cOut) + f32(sample[j]! / s2p1);
-        break;
-      }
-      case "sample":
-      case "original_sample":
-        x0.set(modelOutput);
-        break;
-    }
-    return x0;
   }
 }

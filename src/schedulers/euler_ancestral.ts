@@ -34,6 +34,8 @@ import {
   type Scheduler,
   type SchedulerConfig,
   type StepOutput,
+  sigmaInitNoise,
+  sigmaX0,
 } from "./common.js";
 
 const f32 = Math.fround;
@@ -73,8 +75,7 @@ export class EulerAncestralDiscreteScheduler implements Scheduler {
     checkNumSteps(this.className, numInferenceSteps, c.num_train_timesteps);
     this.timesteps = sigmaSamplerTimesteps(c.timestep_spacing, c.num_train_timesteps, numInferenceSteps, c.steps_offset);
     this.sigmas = [...this.timesteps.map((t) => interpAtIndex(t, this.trainSigmas)), 0].map(f32);
-    const maxSigma = this.sigmas.reduce((m, s) => Math.max(m, s), -Infinity);
-    this.initNoiseSigma = c.timestep_spacing === "leading" ? f32(Math.sqrt(f32(f32(maxSigma * maxSigma) + 1))) : maxSigma;
+    this.initNoiseSigma = sigmaInitNoise(this.sigmas, c.timestep_spacing);
   }
 
   /** `scale_model_input`: x / sqrt(sigma^2 + 1). */
@@ -94,14 +95,7 @@ export class EulerAncestralDiscreteScheduler implements Scheduler {
     const sigma = this.sigmas[stepIndex]!;
     const sigmaTo = this.sigmas[stepIndex + 1]!;
     const n = sample.length;
-    const x0 = new Float32Array(n);
-    if (this.config.prediction_type === "epsilon") {
-      for (let j = 0; j < n; j++) x0[j] = sample[j]! - f32(sigma * modelOutput[j]!);
-    } else {
-      const s2p1 = f32(f32(sigma * sigma) + 1);
-      const cOut = f32(-sigma / f32(Math.sqrt(s2p1)));
-      for (let j = 0; j < n; j++) x0[j] = f32(modelOutput[j]! * cOut) + f32(sample[j]! / s2p1);
-    }
+    const x0 = sigmaX0(this.config.prediction_type, modelOutput, sample, sigma);
     const sf2 = f32(sigma * sigma);
     const st2 = f32(sigmaTo * sigmaTo);
     const sigmaUp = f32(Math.sqrt(f32(f32(st2 * f32(sf2 - st2)) / sf2)));

@@ -37,6 +37,8 @@ import {
   type Scheduler,
   type SchedulerConfig,
   type StepOutput,
+  sigmaInitNoise,
+  sigmaX0,
 } from "./common.js";
 
 const f32 = Math.fround;
@@ -93,8 +95,7 @@ export class LMSDiscreteScheduler implements Scheduler {
     }
     this.sigmas = [...sigmas, 0].map(f32);
     this.timesteps = timesteps;
-    const maxSigma = this.sigmas.reduce((m, s) => Math.max(m, s), -Infinity);
-    this.initNoiseSigma = c.timestep_spacing === "leading" ? f32(Math.sqrt(f32(f32(maxSigma * maxSigma) + 1))) : maxSigma;
+    this.initNoiseSigma = sigmaInitNoise(this.sigmas, c.timestep_spacing);
     this.derivatives = [];
     this.nextStep = null;
   }
@@ -115,22 +116,7 @@ export class LMSDiscreteScheduler implements Scheduler {
     checkConsecutive(this.className, stepIndex, this.nextStep);
     const sigma = this.sigmas[stepIndex]!;
     const n = sample.length;
-    const x0 = new Float32Array(n);
-    switch (this.config.prediction_type) {
-      case "epsilon":
-        for (let j = 0; j < n; j++) x0[j] = sample[j]! - f32(sigma * modelOutput[j]!);
-        break;
-      case "v_prediction": {
-        const s2p1 = f32(f32(sigma * sigma) + 1);
-        const cOut = f32(-sigma / f32(Math.sqrt(s2p1)));
-        for (let j = 0; j < n; j++) x0[j] = f32(modelOutput[j]! * cOut) + f32(sample[j]! / s2p1);
-        break;
-      }
-      case "sample":
-      case "original_sample":
-        x0.set(modelOutput);
-        break;
-    }
+    const x0 = sigmaX0(this.config.prediction_type, modelOutput, sample, sigma);
     const derivative = new Float32Array(n);
     for (let j = 0; j < n; j++) derivative[j] = f32(sample[j]! - x0[j]!) / sigma;
     this.derivatives.push(derivative);

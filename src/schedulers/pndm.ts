@@ -37,15 +37,13 @@ import {
   checkNumSteps,
   checkStepArgs,
   makeAlphasCumprod,
-  npArange,
-  npLinspace,
   resolveConfig,
-  roundHalfEven,
   unsupported,
   type RawSchedulerConfig,
   type Scheduler,
   type SchedulerConfig,
   type StepOutput,
+  integerTimesteps,
 } from "./common.js";
 
 const f32 = Math.fround;
@@ -99,16 +97,8 @@ export class PNDMScheduler implements Scheduler {
     const n = numInferenceSteps;
     const N = c.num_train_timesteps;
     checkNumSteps(this.className, n, N);
-    // Base timesteps, ascending.
-    let base: number[];
-    if (c.timestep_spacing === "linspace") base = npLinspace(0, N - 1, n).map(roundHalfEven);
-    else if (c.timestep_spacing === "leading") {
-      const ratio = Math.floor(N / n);
-      base = Array.from({ length: n }, (_, i) => i * ratio + c.steps_offset);
-    } else
-      base = npArange(N, 0, -(N / n))
-        .map((t) => roundHalfEven(t) - 1)
-        .reverse();
+    // Base timesteps (DDIM's), ascending.
+    const base = integerTimesteps(c.timestep_spacing, N, n, c.steps_offset).reverse();
 
     let prk: number[] = [];
     let plms: number[];

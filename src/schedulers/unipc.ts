@@ -38,8 +38,6 @@ import {
   karrasSigmas,
   logF32,
   makeAlphasCumprod,
-  npArange,
-  npLinspace,
   resolveConfig,
   roundHalfEven,
   sigmaToT,
@@ -49,6 +47,9 @@ import {
   type Scheduler,
   type SchedulerConfig,
   type StepOutput,
+  multistepTimesteps,
+  alphaSigmaX0,
+  alphaSigmaEps,
 } from "./common.js";
 
 const f32 = Math.fround;
@@ -119,21 +120,7 @@ export class UniPCMultistepScheduler implements Scheduler {
     const n = numInferenceSteps;
     const N = c.num_train_timesteps;
     checkNumSteps(this.className, n, N);
-    let timesteps: number[];
-    if (c.timestep_spacing === "linspace") {
-      timesteps = npLinspace(0, N - 1, n + 1)
-        .map(roundHalfEven)
-        .reverse()
-        .slice(0, n);
-    } else if (c.timestep_spacing === "leading") {
-      const ratio = Math.floor(N / (n + 1));
-      timesteps = Array.from({ length: n + 1 }, (_, i) => i * ratio)
-        .reverse()
-        .slice(0, n)
-        .map((t) => t + c.steps_offset);
-    } else {
-      timesteps = npArange(N, 0, -(N / n)).map((t) => roundHalfEven(t) - 1);
-    }
+    let timesteps = multistepTimesteps(c.timestep_spacing, N, N, n, c.steps_offset);
     let sigmas: number[];
     let sigmaLast: number;
     if (c.use_karras_sigmas) {
@@ -185,27 +172,9 @@ export class UniPCMultistepScheduler implements Scheduler {
   /** `convert_model_output`: m (x0 with predict_x0, else eps) and the x0 estimate (for predOriginalSample). */
   private convertModelOutput(modelOutput: Float32Array, i: number, sample: Float32Array): { m: Float32Array; x0: Float32Array } {
     const { alpha, sigma } = alphaSigmaLambda(this.sigmas[i]!);
-    const n = sample.length;
-    const x0 = new Float32Array(n);
-    const eps = new Float32Array(n);
-    switch (this.config.prediction_type) {
-      case "epsilon":
-        for (let j = 0; j < n; j++) x0[j] = f32(sample[j]! - f32(sigma * modelOutput[j]!)) / alpha;
-        eps.set(modelOutput);
-        break;
-      case "v_prediction":
-        for (let j = 0; j < n; j++) {
-          x0[j] = f32(alpha * sample[j]!) - f32(sigma * modelOutput[j]!);
-          eps[j] = f32(alpha * modelOutput[j]!) + f32(sigma * sample[j]!);
-        }
-        break;
-      case "sample":
-      case "original_sample":
-        x0.set(modelOutput);
-        for (let j = 0; j < n; j++) eps[j] = f32(sample[j]! - f32(alpha * modelOutput[j]!)) / sigma;
-        break;
-    }
-    return { m: this.config.predict_x0 ? x0 : eps, x0 };
+    const p = this.config.prediction_type;
+    const x0 = alphaSigmaX0(p, modelOutput, sample, alpha, sigma);
+    return { m: this.config.predict_x0 ? x0 : alphaSigmaEps(p, modelOutput, sample, alpha, sigma, x0), x0 };
   }
 
   /**
