@@ -11,25 +11,6 @@
  */
 import "./platform/browser/install.js";
 
-export { loadPipeline, TextToImagePipeline, type GenerateOptions, type GenerateResult, type PipelineOptions } from "./pipeline/text_to_image.js";
-export {
-  applyAtEdm,
-  applyTome,
-  applyPruning,
-  removePruning,
-  ATEDM_PRESETS,
-  AtEdm,
-  Tome,
-  dsap,
-  noSchedule,
-  ramp,
-  scheduleByName,
-} from "./pruning/index.js";
-export type { AtEdmOptions, AtEdmPreset, PruningMethod, Schedule, ScheduleName, TomeMethodOptions } from "./pruning/index.js";
-export { blockMask, dimPruned, heatColor, heatImage, type BlockMask } from "./pruning/masks.js";
-export { toRGB8 } from "./io/png.js";
-export { UNet2DConditionModel } from "./models/unet_model.js";
-export { generationFlops, methodFlops, unetFlops } from "./metrics/flops.js";
-export { Runtime, ort } from "./runtime/session.js";
-export { AtedmError } from "./errors.js";
+export * from "./core.js";
+export { ort } from "./runtime/session.js";
 export { mountFiles, mountedFiles, unmountFiles } from "./platform/browser/fs.js";
