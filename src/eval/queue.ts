@@ -11,7 +11,7 @@
  */
 import { createHash } from "node:crypto";
 import { AtedmError } from "../errors.js";
-import type { SchedulerName } from "../schedulers/index.js";
+import type { ImageFileRecord, ImageSettings } from "./run.js";
 
 /** The BullMQ queue every eval and worker uses. */
 export const QUEUE_NAME = "atedm-eval";
@@ -22,7 +22,8 @@ export const JOB_ATTEMPTS = 3;
 /** How long the first connection to Redis may take before `--queue` is reported unreachable. */
 export const CONNECT_TIMEOUT_MS = 3000;
 
-export interface EvalJobData {
+/** A job: one run, one seed, a chunk of prompts, and the eval's image settings (steps, guidance, scheduler, size). */
+export interface EvalJobData extends ImageSettings {
   v: number;
   /** The model folder as the coordinator sees it (workers map it with --path-map). */
   model: string;
@@ -39,19 +40,13 @@ export interface EvalJobData {
   seed: number;
   /** Prompts with their index in the prompt file. */
   prompts: Array<{ index: number; text: string }>;
-  steps: number;
-  guidance: number;
-  scheduler: SchedulerName;
-  height?: number;
-  width?: number;
-  shapes: boolean;
 }
 
 /** One image of a finished job: its id (path stem under images/), PNG as base64, and its record. */
 export interface EvalJobImage {
   id: string;
   png: string;
-  record: import("./run.js").ImageFileRecord;
+  record: ImageFileRecord;
 }
 
 export interface EvalJobResult {

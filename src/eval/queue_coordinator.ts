@@ -84,12 +84,7 @@ export async function queueGenerator(o: QueueOptions): Promise<RemoteGenerator> 
         run: { name: j.run.name, spec: j.run.spec, flags: o.flags, ratio: j.run.ratio, key: j.run.key },
         seed: j.seed,
         prompts: j.tasks.map((t) => ({ index: t.promptIndex, text: t.prompt })),
-        steps: settings.steps,
-        guidance: settings.guidance,
-        scheduler: settings.scheduler,
-        ...(settings.height !== undefined ? { height: settings.height } : {}),
-        ...(settings.width !== undefined ? { width: settings.width } : {}),
-        shapes: settings.shapes,
+        ...settings, // steps, guidance, scheduler, height, width, shapes (an unset size is left out of the JSON)
       };
       pending.set(jobId(data), { data, ids: j.tasks.map((t) => t.id) });
     }
