@@ -158,35 +158,32 @@ export function lmsCoefficient(sigmas: ArrayLike<number>, order: number, t: numb
 // Quadrature
 // ---------------------------------------------------------------------------------------------------------------
 
+/** The Legendre polynomial P_n(z) and its derivative, by the three-term recurrence (float64). */
+function legendre(n: number, z: number): { p: number; dp: number } {
+  let p0 = 1;
+  let p1 = z;
+  for (let k = 2; k <= n; k++) {
+    const p2 = ((2 * k - 1) * z * p1 - (k - 1) * p0) / k;
+    p0 = p1;
+    p1 = p2;
+  }
+  return { p: p1, dp: (n * (z * p1 - p0)) / (z * z - 1) };
+}
+
 /** Nodes and weights of n-point Gauss-Legendre on [-1, 1] (Newton on the Legendre recurrence, float64). */
 function gaussLegendre(n: number): { x: number[]; w: number[] } {
   const x = new Array<number>(n);
   const w = new Array<number>(n);
   for (let i = 0; i < Math.ceil(n / 2); i++) {
     let z = Math.cos((Math.PI * (i + 0.75)) / (n + 0.5));
-    let dp = 0;
     for (let iter = 0; iter < 100; iter++) {
-      let p0 = 1;
-      let p1 = z;
-      for (let k = 2; k <= n; k++) {
-        const p2 = ((2 * k - 1) * z * p1 - (k - 1) * p0) / k;
-        p0 = p1;
-        p1 = p2;
-      }
-      dp = (n * (z * p1 - p0)) / (z * z - 1);
-      const dz = p1 / dp;
+      const { p, dp } = legendre(n, z);
+      const dz = p / dp;
       z -= dz;
       if (Math.abs(dz) <= 1e-16) break;
     }
-    // Recompute the derivative at the converged node for the weight.
-    let p0 = 1;
-    let p1 = z;
-    for (let k = 2; k <= n; k++) {
-      const p2 = ((2 * k - 1) * z * p1 - (k - 1) * p0) / k;
-      p0 = p1;
-      p1 = p2;
-    }
-    dp = (n * (z * p1 - p0)) / (z * z - 1);
+    // The derivative at the converged node, for the weight.
+    const { dp } = legendre(n, z);
     x[i] = -z;
     x[n - 1 - i] = z;
     w[i] = 2 / ((1 - z * z) * dp * dp);
