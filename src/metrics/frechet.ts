@@ -163,6 +163,7 @@ export function traceSqrtProduct(a: Float64Array, b: Float64Array, dim: number):
   // over four rows), odd leftovers one by one. Row k of L^T is lt[k], zero before column k.
   const rEven = r - (r % 2);
   const dEven = dim - (dim % 2);
+  const s4 = new Float64Array(4); // dot2x2's four sums
   // W = L^T bp (r x dim): W[k][i] = sum_{j >= k} lt[k][j] bp[i][j] (bp is symmetric).
   const w = new Float64Array(r * dim);
   for (let k = 0; k < rEven; k += 2) {
@@ -171,24 +172,11 @@ export function traceSqrtProduct(a: Float64Array, b: Float64Array, dim: number):
     for (let i = 0; i < dEven; i += 2) {
       const y0 = i * dim;
       const y1 = y0 + dim;
-      let s00 = 0;
-      let s01 = 0;
-      let s10 = 0;
-      let s11 = 0;
-      for (let j = k; j < dim; j++) {
-        const a0 = lt[x0 + j]!;
-        const a1 = lt[x1 + j]!;
-        const b0 = bp[y0 + j]!;
-        const b1 = bp[y1 + j]!;
-        s00 += a0 * b0;
-        s01 += a0 * b1;
-        s10 += a1 * b0;
-        s11 += a1 * b1;
-      }
-      w[x0 + i] = s00;
-      w[x0 + i + 1] = s01;
-      w[x1 + i] = s10;
-      w[x1 + i + 1] = s11;
+      dot2x2(lt, x0, x1, bp, y0, y1, k, dim, s4);
+      w[x0 + i] = s4[0]!;
+      w[x0 + i + 1] = s4[1]!;
+      w[x1 + i] = s4[2]!;
+      w[x1 + i + 1] = s4[3]!;
     }
     if (dEven < dim) {
       w[x0 + dEven] = dot(lt, x0, bp, dEven * dim, k, dim);
@@ -205,24 +193,11 @@ export function traceSqrtProduct(a: Float64Array, b: Float64Array, dim: number):
     for (let q = k; q < rEven; q += 2) {
       const y0 = q * dim;
       const y1 = y0 + dim;
-      let s00 = 0;
-      let s01 = 0;
-      let s10 = 0;
-      let s11 = 0;
-      for (let i = q; i < dim; i++) {
-        const a0 = w[x0 + i]!;
-        const a1 = w[x1 + i]!;
-        const b0 = lt[y0 + i]!;
-        const b1 = lt[y1 + i]!;
-        s00 += a0 * b0;
-        s01 += a0 * b1;
-        s10 += a1 * b0;
-        s11 += a1 * b1;
-      }
-      m[k * r + q] = s00;
-      m[k * r + q + 1] = s01;
-      m[(k + 1) * r + q] = s10;
-      m[(k + 1) * r + q + 1] = s11;
+      dot2x2(w, x0, x1, lt, y0, y1, q, dim, s4);
+      m[k * r + q] = s4[0]!;
+      m[k * r + q + 1] = s4[1]!;
+      m[(k + 1) * r + q] = s4[2]!;
+      m[(k + 1) * r + q + 1] = s4[3]!;
     }
     if (rEven < r) {
       m[k * r + rEven] = dot(w, x0, lt, rEven * dim, rEven, dim);
@@ -264,6 +239,31 @@ export function traceSqrtProductEigen(a: Float64Array, b: Float64Array, dim: num
 }
 
 /** sum_{j = from}^{to - 1} x[xo + j] y[yo + j]. */
+/**
+ * The four dot products of rows x0, x1 of `x` with rows y0, y1 of `y` over columns [from, to), in one pass (a 2 x 2
+ * register block: each loaded value is used twice): out = [x0.y0, x0.y1, x1.y0, x1.y1].
+ */
+function dot2x2(x: Float64Array, x0: number, x1: number, y: Float64Array, y0: number, y1: number, from: number, to: number, out: Float64Array): void {
+  let s00 = 0;
+  let s01 = 0;
+  let s10 = 0;
+  let s11 = 0;
+  for (let j = from; j < to; j++) {
+    const a0 = x[x0 + j]!;
+    const a1 = x[x1 + j]!;
+    const b0 = y[y0 + j]!;
+    const b1 = y[y1 + j]!;
+    s00 += a0 * b0;
+    s01 += a0 * b1;
+    s10 += a1 * b0;
+    s11 += a1 * b1;
+  }
+  out[0] = s00;
+  out[1] = s01;
+  out[2] = s10;
+  out[3] = s11;
+}
+
 function dot(x: Float64Array, xo: number, y: Float64Array, yo: number, from: number, to: number): number {
   let s = 0;
   for (let j = from; j < to; j++) s += x[xo + j]! * y[yo + j]!;
