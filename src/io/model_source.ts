@@ -15,8 +15,7 @@ import { AtedmError } from "../errors.js";
 import { componentConfig, componentWeights, hasComponent, type ModelIndex, readModelIndex, variantFiles, variantOf } from "./diffusers.js";
 import { readTextFile } from "./config_schema.js";
 import type { TensorSource } from "./safetensors.js";
-import { type Family, openSingleFile, type SingleFileModel, type TokenizerFiles } from "./single_file.js";
-import { SD15, SD21, SDXL_BASE, type StandardConfigs } from "./single_file_configs.js";
+import { type Family, openSingleFile, type SingleFileModel, standardConfigs, type TokenizerFiles } from "./single_file.js";
 
 export type { TokenizerFiles };
 
@@ -174,7 +173,7 @@ export class SingleFileCheckpoint implements ModelSource {
       throw new AtedmError(`--config ${configDir}: no such folder (expected a diffusers model folder with unet/config.json, ...)`);
     }
     this.model = openSingleFile(path, { configDir });
-    const standard = STANDARD[this.model.family];
+    const standard = standardConfigs(this.model.family);
     const components = this.model.components;
     this.index = (this.model.configs.model_index as ModelIndex | undefined) ?? {
       _class_name: components.includes("text_encoder_2") ? "StableDiffusionXLPipeline" : "StableDiffusionPipeline",
@@ -221,11 +220,8 @@ export class SingleFileCheckpoint implements ModelSource {
     const own = this.model.configs.scheduler;
     if (own) return { text: JSON.stringify(own), source: join(this.configDir ?? this.path, "scheduler", "scheduler_config.json") };
     return {
-      text: JSON.stringify(STANDARD[this.model.family]!.scheduler),
+      text: JSON.stringify(standardConfigs(this.model.family)!.scheduler),
       source: `${this.path} (scheduler config of the standard ${this.model.family} model)`,
     };
   }
 }
-
-/** The standard configs of each family, for a `--config DIR` that lacks a scheduler config. */
-const STANDARD: Partial<Record<Family, StandardConfigs>> = { sd1: SD15, sd2: SD21, sdxl: SDXL_BASE };

@@ -281,6 +281,11 @@ const STANDARD: Record<Exclude<Family, "sdxl-refiner">, { configs: StandardConfi
   sdxl: { configs: SDXL_BASE, name: "SD-XL (stable-diffusion-xl-base-1.0)" },
 };
 
+/** The standard configs of a family (none for the SD-XL refiner). */
+export function standardConfigs(family: Family): StandardConfigs | undefined {
+  return family === "sdxl-refiner" ? undefined : STANDARD[family].configs;
+}
+
 /** The U-Net's block_out_channels and layers_per_block as the file's tensors say (for messages). */
 function fileUNetLayout(keys: readonly string[], shapeOf: (k: string) => readonly number[]): { blockOut: number[]; layers: number } | null {
   const ops = keys
