@@ -107,7 +107,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--scale", type=int, default=4, help="nearest-neighbour upscale of the grid")
     ap.add_argument("--out", default="/tmp/shapes_samples.png")
-    ap.add_argument("--latents", help="safetensors with tensor 'latents' [1 or N, 3, 32, 32]: start noise (unscaled)")
+    ap.add_argument("--latents", help="safetensors with tensor 'latents' [1 or N, 3, S, S] (S the UNet sample_size): start noise (unscaled)")
     ap.add_argument("--save-latents", help="write the final samples (before clamping) as tensor 'latents'")
     args = ap.parse_args()
     prompts = [p for p in (args.prompt or DEFAULT_PROMPTS) for _ in range(args.n)]

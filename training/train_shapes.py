@@ -297,9 +297,10 @@ PRESETS = {
     "s": dict(channels=[32, 64, 128], layers_per_block=1, transformer_layers=2, heads=4, text_hidden=128, text_layers=3, text_heads=4),
     "m": dict(channels=[32, 64, 160], layers_per_block=1, transformer_layers=2, heads=4, text_hidden=128, text_layers=3, text_heads=4),
     "l": dict(channels=[32, 64, 128], layers_per_block=2, transformer_layers=2, heads=4, text_hidden=128, text_layers=3, text_heads=4),
-    # The SD-XL-shaped model of issue 13 (candidate F of docs/sdxl-shapes-design.md, training/configs/sdxl_shapes_unet.json):
+    # The SD-XL-shaped model of issue 13 (candidate G of docs/sdxl-shapes-design.md, training/configs/sdxl_shapes_unet.json):
     # 64x64 data (export-shapes --size 64), no attention at 64x64, depth 2 at 32x32, depth 10 at 16x16 and in the mid block.
-    "xl": dict(channels=[16, 64, 128], layers_per_block=1, transformer_layers=[1, 2, 10], heads=[1, 2, 4], text_hidden=128, text_layers=3,
+    # Widths and heads are the shapes model's (candidate G) so that --warm-from models/shapes transfers every weight.
+    "xl": dict(channels=[32, 64, 128], layers_per_block=1, transformer_layers=[1, 2, 10], heads=[1, 4, 4], text_hidden=128, text_layers=3,
                text_heads=4),
 }
 
@@ -591,6 +592,11 @@ def train(args) -> None:
             for p, e in zip(params, ema):
                 e.copy_(p)
         print(f"initialised from the EMA weights of {args.init_from} (step {init['step']})", flush=True)
+    if ckpt is None and args.warm_from:
+        warm_start(unet, text, args.warm_from, vocab)
+        with torch.no_grad():
+            for p, e in zip(params, ema):
+                e.copy_(p)
     if ckpt:
         unet.load_state_dict(ckpt["unet"])
         text.load_state_dict(ckpt["text_encoder"])
@@ -794,6 +800,56 @@ def train(args) -> None:
 # --------------------------------------------------------------------------------------------------------------------
 # Export (standard diffusers layout, EMA weights)
 # --------------------------------------------------------------------------------------------------------------------
+def warm_start(unet, text, folder: str, vocab: dict[str, int]) -> None:
+    """Initialise a fresh model from an exported model folder (e.g. models/shapes for the SD-XL-shaped model).
+
+    Every tensor whose name and shape match is copied. Token embeddings are copied by token string (the texture
+    words add tokens and move BOS/EOS; new tokens keep their random rows). Transformer blocks the folder lacks
+    (depth 10 where the shapes model has 2) start as identities: their residual outputs (attn1/attn2 out
+    projections, the feed-forward's last Linear) are zeroed, so at init the deeper model computes what the folder's
+    model computes, and training grows the new blocks from there (as ReZero / ControlNet's zero convolutions)."""
+    from safetensors.torch import load_file
+
+    unet_sd = load_file(os.path.join(folder, "unet", "diffusion_pytorch_model.safetensors"))
+    text_sd = {k.removeprefix("text_model."): v for k, v in load_file(os.path.join(folder, "text_encoder", "model.safetensors")).items()}
+    with open(os.path.join(folder, "tokenizer", "vocab.json"), encoding="utf-8") as f:
+        old_vocab = json.load(f)
+    counts = {"copied": 0, "fresh": 0, "identity blocks": 0}
+    with torch.no_grad():
+        for name, p in unet.named_parameters():
+            src = unet_sd.get(name)
+            if src is not None and src.shape == p.shape:
+                p.copy_(src.float())
+                counts["copied"] += p.numel()
+            else:
+                counts["fresh"] += p.numel()
+        zeroed = set()
+        for name, m in unet.named_modules():
+            if type(m).__name__ == "BasicTransformerBlock" and name + ".attn1.to_q.weight" not in unet_sd:
+                for lin in (m.attn1.to_out[0], m.attn2.to_out[0], m.ff.net[2]):
+                    lin.weight.zero_()
+                    lin.bias.zero_()
+                zeroed.add(name)
+        counts["identity blocks"] = len(zeroed)
+        emb_name = "embeddings.token_embedding.weight"
+        for full_name, p in text.named_parameters():
+            name = full_name.removeprefix("text_model.")
+            src = text_sd.get(name)
+            if name == emb_name:
+                src = text_sd[emb_name]
+                for tok, i in vocab.items():
+                    if tok in old_vocab:
+                        p[i].copy_(src[old_vocab[tok]].float())
+                counts["copied"] += p.shape[1] * sum(tok in old_vocab for tok in vocab)
+            elif src is not None and src.shape == p.shape:
+                p.copy_(src.float())
+                counts["copied"] += p.numel()
+            else:
+                counts["fresh"] += p.numel()
+    print(f"warm start from {folder}: {counts['copied'] / 1e6:.2f} M values copied, {counts['fresh'] / 1e6:.2f} M fresh, "
+          f"{counts['identity blocks']} new transformer blocks start as identities", flush=True)
+
+
 def export(state: dict, tok_dir: str, out: str, export_dtype: str = "fp16") -> None:
     import diffusers
     from diffusers import EulerDiscreteScheduler
@@ -914,6 +970,8 @@ def main(argv=None) -> None:
     ap.add_argument("--prediction-type", choices=["epsilon", "v_prediction"], default="v_prediction",
                     help="what the UNet predicts (a resumed run keeps its checkpoint's)")
     ap.add_argument("--init-from", help="checkpoint whose EMA weights initialise a fresh run (no optimizer state)")
+    ap.add_argument("--warm-from", help="exported model folder (e.g. models/shapes) whose matching weights initialise a fresh "
+                    "run; transformer blocks it lacks start as identities (see warm_start)")
     ap.add_argument("--snr-gamma", type=float, default=0.0,
                     help="Min-SNR-gamma loss weighting; 0 (default) = plain MSE on the prediction target")
     ap.add_argument("--t-high-frac", type=float, default=0.0,
