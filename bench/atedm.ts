@@ -5,7 +5,7 @@
  * vs ToMe at the FLOPs of AT-EDM 0.63. Prints latency medians, speed-up over unpruned, the analytic FLOPs saving,
  * the measured/ideal speed-up, and the pruning overhead (time of the ops under the `atedm` scope, from an
  * ONNX Runtime profile of one extra run) as a share of the pruned step.
- * Models: the fixtures and the embedded shapes model (real weights), random-weight SD-1.5 at 512 (depth-1
+ * Models: the fixtures and the embedded shapes models (shapes, shapes-xl; real weights), random-weight SD-1.5 at 512 (depth-1
  * blocks: pruning after layer 1's self-attention) and SD-XL at 1024.
  */
 import { existsSync, readdirSync, readFileSync, rmSync, mkdtempSync } from "node:fs";
@@ -108,6 +108,7 @@ if (only.has("tiny")) {
     ["tiny-sd", join(ROOT, "..", "shared", "fixtures", "tiny-sd")],
     ["tiny-sdxl", join(ROOT, "..", "shared", "fixtures", "tiny-sdxl")],
     ["shapes", join(ROOT, "models", "shapes")],
+    ["shapes-xl", join(ROOT, "models", "shapes-xl")],
   ] as const) {
     if (!existsSync(join(dir, "unet", "config.json"))) continue;
     const cfg = resolveUNetConfig(componentConfig(dir, "unet"));

@@ -2,7 +2,7 @@
  * npm run bench:unet [-- --runs N --only tiny,sd15,sdxl --threads T --sdxl-runs N]
  *
  * Per-step U-Net latency (median) and achieved GFLOP/s (analytic FLOPs / time) for the fixture models, the
- * embedded shapes model, random-weight SD-1.5 at 512x512 (with PyTorch's time in the same run when
+ * embedded shapes models (shapes, shapes-xl), random-weight SD-1.5 at 512x512 (with PyTorch's time in the same run when
  * ATEDM_TORCH_PYTHON and ATEDM_DIFFUSERS_SRC are set) and random-weight SD-XL at 1024x1024 (one step, and one
  * 32x32 attention block of 10 layers on its own). Batch 1, one U-Net call, float32.
  */
@@ -51,6 +51,7 @@ if (only.has("tiny")) {
     ["tiny-sd (fixture)", join(ROOT, "..", "shared", "fixtures", "tiny-sd")],
     ["tiny-sdxl (fixture)", join(ROOT, "..", "shared", "fixtures", "tiny-sdxl")],
     ["shapes (embedded)", join(ROOT, "models", "shapes")],
+    ["shapes-xl (embedded)", join(ROOT, "models", "shapes-xl")],
   ] as const) {
     if (!existsSync(join(dir, "unet", "config.json"))) {
       notes.push(`${label}: not found at ${dir}`);

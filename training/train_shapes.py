@@ -393,6 +393,7 @@ def count_params(m: torch.nn.Module) -> int:
 # x_t - 157 eps, so an eps error of 0.045 RMS (MSE 0.002, what this model reached) is an x0 error of ~7, and Euler
 # samples left the [-1, 1] range; v = sqrt(ab) eps - sqrt(1 - ab) x0 is ~ -x0 there, well conditioned at every t.
 DEFAULT_GUIDANCE = 4.0
+DEFAULT_STEPS = 20  # the step count the models are evaluated at (atedm eval-alignment's default)
 SCHEDULE = dict(num_train_timesteps=1000, beta_schedule="linear", beta_start=0.0001, beta_end=0.02, prediction_type="v_prediction")
 
 
@@ -898,7 +899,7 @@ def export(state: dict, tok_dir: str, out: str, export_dtype: str = "fp16") -> N
 
 def atedm_defaults(coord: int) -> dict:
     """The model folder's atedm.json: generation defaults for atedm (diffusers ignores the file)."""
-    d: dict = {"guidance": DEFAULT_GUIDANCE}
+    d: dict = {"guidance": DEFAULT_GUIDANCE, "steps": DEFAULT_STEPS}
     if coord:
         d["coord_channels"] = coord
     d["_comment"] = ("generation defaults for atedm; diffusers ignores this file. Pixel-space sampling oversaturates at "
