@@ -492,6 +492,53 @@ def load_ema_weights(unet, text, state: dict, what: str) -> None:
                 p.copy_(e)
 
 
+def warm_start(unet, text, folder: str, vocab: dict[str, int]) -> None:
+    """Initialise a fresh model from an exported model folder (e.g. models/shapes for the SD-XL-shaped model).
+
+    Every tensor whose name and shape match is copied. Token embeddings are copied by token string (the texture
+    words add tokens and move BOS/EOS; new tokens keep their random rows). Transformer blocks the folder lacks
+    (depth 10 where the shapes model has 2) start as identities: their residual outputs (attn1/attn2 out
+    projections, the feed-forward's last Linear) are zeroed, so at init the deeper model computes what the folder's
+    model computes, and training grows the new blocks from there (as ReZero / ControlNet's zero convolutions)."""
+    from safetensors.torch import load_file
+
+    unet_sd = load_file(os.path.join(folder, "unet", "diffusion_pytorch_model.safetensors"))
+    text_sd = {k.removeprefix("text_model."): v for k, v in load_file(os.path.join(folder, "text_encoder", "model.safetensors")).items()}
+    with open(os.path.join(folder, "tokenizer", "vocab.json"), encoding="utf-8") as f:
+        old_vocab = json.load(f)
+    counts = {"copied": 0, "fresh": 0, "identity blocks": 0}
+    with torch.no_grad():
+        for name, p in unet.named_parameters():
+            src = unet_sd.get(name)
+            if src is not None and src.shape == p.shape:
+                p.copy_(src.float())
+                counts["copied"] += p.numel()
+            else:
+                counts["fresh"] += p.numel()
+        for name, m in unet.named_modules():
+            if type(m).__name__ == "BasicTransformerBlock" and name + ".attn1.to_q.weight" not in unet_sd:
+                for lin in (m.attn1.to_out[0], m.attn2.to_out[0], m.ff.net[2]):
+                    lin.weight.zero_()
+                    lin.bias.zero_()
+                counts["identity blocks"] += 1
+        emb_name = "embeddings.token_embedding.weight"
+        for full_name, p in text.named_parameters():
+            name = full_name.removeprefix("text_model.")
+            src = text_sd.get(name)
+            if name == emb_name:
+                for tok, i in vocab.items():
+                    if tok in old_vocab:
+                        p[i].copy_(src[old_vocab[tok]].float())
+                counts["copied"] += p.shape[1] * sum(tok in old_vocab for tok in vocab)
+            elif src is not None and src.shape == p.shape:
+                p.copy_(src.float())
+                counts["copied"] += p.numel()
+            else:
+                counts["fresh"] += p.numel()
+    print(f"warm start from {folder}: {counts['copied'] / 1e6:.2f} M values copied, {counts['fresh'] / 1e6:.2f} M fresh, "
+          f"{counts['identity blocks']} new transformer blocks start as identities", flush=True)
+
+
 def train(args) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -589,12 +636,10 @@ def train(args) -> None:
         # optimizer, step count, data order and EMA ramp start fresh.
         init = torch.load(args.init_from, map_location="cpu", weights_only=False)
         load_ema_weights(unet, text, init, f"--init-from {args.init_from}")
-        with torch.no_grad():
-            for p, e in zip(params, ema):
-                e.copy_(p)
         print(f"initialised from the EMA weights of {args.init_from} (step {init['step']})", flush=True)
     if ckpt is None and args.warm_from:
         warm_start(unet, text, args.warm_from, vocab)
+    if ckpt is None and (args.init_from or args.warm_from):
         with torch.no_grad():
             for p, e in zip(params, ema):
                 e.copy_(p)
@@ -801,56 +846,6 @@ def train(args) -> None:
 # --------------------------------------------------------------------------------------------------------------------
 # Export (standard diffusers layout, EMA weights)
 # --------------------------------------------------------------------------------------------------------------------
-def warm_start(unet, text, folder: str, vocab: dict[str, int]) -> None:
-    """Initialise a fresh model from an exported model folder (e.g. models/shapes for the SD-XL-shaped model).
-
-    Every tensor whose name and shape match is copied. Token embeddings are copied by token string (the texture
-    words add tokens and move BOS/EOS; new tokens keep their random rows). Transformer blocks the folder lacks
-    (depth 10 where the shapes model has 2) start as identities: their residual outputs (attn1/attn2 out
-    projections, the feed-forward's last Linear) are zeroed, so at init the deeper model computes what the folder's
-    model computes, and training grows the new blocks from there (as ReZero / ControlNet's zero convolutions)."""
-    from safetensors.torch import load_file
-
-    unet_sd = load_file(os.path.join(folder, "unet", "diffusion_pytorch_model.safetensors"))
-    text_sd = {k.removeprefix("text_model."): v for k, v in load_file(os.path.join(folder, "text_encoder", "model.safetensors")).items()}
-    with open(os.path.join(folder, "tokenizer", "vocab.json"), encoding="utf-8") as f:
-        old_vocab = json.load(f)
-    counts = {"copied": 0, "fresh": 0, "identity blocks": 0}
-    with torch.no_grad():
-        for name, p in unet.named_parameters():
-            src = unet_sd.get(name)
-            if src is not None and src.shape == p.shape:
-                p.copy_(src.float())
-                counts["copied"] += p.numel()
-            else:
-                counts["fresh"] += p.numel()
-        zeroed = set()
-        for name, m in unet.named_modules():
-            if type(m).__name__ == "BasicTransformerBlock" and name + ".attn1.to_q.weight" not in unet_sd:
-                for lin in (m.attn1.to_out[0], m.attn2.to_out[0], m.ff.net[2]):
-                    lin.weight.zero_()
-                    lin.bias.zero_()
-                zeroed.add(name)
-        counts["identity blocks"] = len(zeroed)
-        emb_name = "embeddings.token_embedding.weight"
-        for full_name, p in text.named_parameters():
-            name = full_name.removeprefix("text_model.")
-            src = text_sd.get(name)
-            if name == emb_name:
-                src = text_sd[emb_name]
-                for tok, i in vocab.items():
-                    if tok in old_vocab:
-                        p[i].copy_(src[old_vocab[tok]].float())
-                counts["copied"] += p.shape[1] * sum(tok in old_vocab for tok in vocab)
-            elif src is not None and src.shape == p.shape:
-                p.copy_(src.float())
-                counts["copied"] += p.numel()
-            else:
-                counts["fresh"] += p.numel()
-    print(f"warm start from {folder}: {counts['copied'] / 1e6:.2f} M values copied, {counts['fresh'] / 1e6:.2f} M fresh, "
-          f"{counts['identity blocks']} new transformer blocks start as identities", flush=True)
-
-
 def export(state: dict, tok_dir: str, out: str, export_dtype: str = "fp16") -> None:
     import diffusers
     from diffusers import EulerDiscreteScheduler

@@ -14,13 +14,12 @@
  */
 import { execFileSync } from "node:child_process";
 import { parseArgs } from "node:util";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { randn } from "../../src/pipeline/random.js";
 import { readSafetensors, writeSafetensors } from "../../src/io/safetensors.js";
-import { readFileSync } from "node:fs";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const python = process.env.ATEDM_TORCH_PYTHON ?? join(root, "training", ".venv", "bin", "python");
